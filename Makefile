@@ -1,0 +1,34 @@
+# zhgpt: `make run` runs the quickstart, `make test` runs the suite. Both create .venv when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/quickstart.yaml
+# The CPU build of torch first, so that pip never resolves a multi-GB CUDA build on a CPU machine.
+# On a GPU machine: make install TORCH_SPEC=torch (or install your CUDA torch into .venv first).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install run test ui bench clean-work
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	# Pin whatever torch is now in the venv, so resolving the project can never swap it for another build.
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(BIN)/python -m pip install -q -e ".[test]" -c $(VENV)/torch-pin.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/zhgpt run $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+ui: $(STAMP)
+	$(BIN)/zhgpt ui $(CONFIG)
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

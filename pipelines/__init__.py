@@ -1,0 +1,1 @@
+"""zhgpt orchestration: config, dataset contract, runner, lineage, Ray setup, CLI."""

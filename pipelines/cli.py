@@ -1,0 +1,160 @@
+"""The `zhgpt` command line: parse, build the DAG, run it. Nothing happens at import time.
+
+Exit codes: 0 ok; 1 a stage failed or verify found damage; 2 bad config / bad command line.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from pipelines.config import ConfigError, RootBase, load
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="zhgpt: a Chinese GPT pretraining pipeline.")
+
+ConfigArg = typer.Argument(..., help="pipeline config YAML, e.g. configs/quickstart.yaml")
+OverrideOpt = typer.Option(None, "-o", "--override", help="dotted override KEY=VALUE (repeatable)")
+
+
+def fail(msg: str, code: int) -> None:
+    typer.echo(f"error: {msg}" if not msg.startswith("config error") else msg, err=True)
+    raise typer.Exit(code)
+
+
+def load_cfg(config: Path, overrides: Optional[List[str]], ray_address: str | None = None,
+             tracking_uri: str | None = None) -> RootBase:
+    extra = list(overrides or [])
+    if ray_address:
+        extra.append(f"ray.address={ray_address}")
+    if tracking_uri:
+        extra.append(f"tracking_uri={tracking_uri}")
+    try:
+        return load(config, extra)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+        raise  # unreachable
+
+
+def tracking_uri_of(cfg: RootBase) -> str:
+    from pipelines.lineage import default_uri
+
+    return cfg.tracking_uri or default_uri(cfg.work_dir)
+
+
+def execute(cfg: RootBase, from_: str | None = None, only: str | None = None, force: list[str] | None = None,
+            fresh: bool = False):
+    """Run the pipeline in this process (the CLI and the tests both come through here)."""
+    from pipelines.lineage import Lineage, check_reachable
+    from pipelines.progress import make_progress
+    from pipelines.raysetup import init_ray
+    from pipelines.runner import Runner
+
+    uri = tracking_uri_of(cfg)
+    check_reachable(uri)
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    workers = init_ray(cfg.ray)
+    progress = make_progress()
+    try:
+        runner = Runner(cfg, Lineage(uri, cfg.pipeline, cfg.work_dir), progress, workers=workers, fresh=fresh)
+        return runner.run(from_=from_, only=only, force=force)
+    finally:
+        getattr(progress, "close", lambda: None)()
+
+
+@app.command()
+def run(config: Path = ConfigArg, from_: Optional[str] = typer.Option(None, "--from", help="re-run STAGE and all downstream"),
+        only: Optional[str] = typer.Option(None, "--only", help="re-run STAGE alone on existing inputs"),
+        force: Optional[List[str]] = typer.Option(None, "--force", help="ignore STAGE's cache (repeatable)"),
+        override: Optional[List[str]] = OverrideOpt,
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join this Ray cluster"),
+        tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
+        fresh: bool = typer.Option(False, "--fresh", help="start resumable stages (training) afresh")) -> None:
+    """Run the pipeline: every stage whose inputs, config or code changed; reuse the rest."""
+    from pipelines.runner import SelectionError, StageFailed
+
+    cfg = load_cfg(config, override, ray_address, tracking_uri)
+    try:
+        report = execute(cfg, from_, only, list(force or []), fresh)
+    except SelectionError as exc:
+        fail(str(exc), 2)
+    except StageFailed as exc:
+        fail(str(exc), 1)
+    except ConnectionError as exc:
+        fail(str(exc), 2)
+    typer.echo(f"done: ran {', '.join(report.executed) or 'nothing'}; reused {', '.join(report.cached) or 'nothing'}; "
+               f"MLflow run {report.parent_run_id}")
+
+
+@app.command()
+def status(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt,
+           as_json: bool = typer.Option(False, "--json", help="machine-readable output (see README)")) -> None:
+    """Per stage: cache key, state (complete/stale/missing/partial/failed), rows, outputs, MLflow run id."""
+    from pipelines.status import stage_status
+
+    cfg = load_cfg(config, override)
+    rows = stage_status(cfg)
+    if as_json:
+        typer.echo(json.dumps({"version": 1, "pipeline": cfg.pipeline, "work_dir": str(cfg.work_dir),
+                               "stages": rows}, ensure_ascii=False, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("stage", "state", "key", "rows", "mlflow run", "dir")
+    for r in rows:
+        t.add_row(r["stage"], r["state"], (r["cache_key"] or "-")[:16], str(r["rows"] if r["rows"] is not None else "-"),
+                  r["mlflow_run_id"] or "-", r["dir"] or "-")
+    Console().print(t)
+
+
+@app.command()
+def verify(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt) -> None:
+    """Re-hash every shard of every complete stage against its manifest; exit 1 on any mismatch."""
+    from pipelines.dataset import verify as verify_dir
+    from pipelines.runner import plan_all
+
+    cfg = load_cfg(config, override)
+    bad = 0
+    for name, plan in plan_all(cfg).items():
+        if not plan.complete:
+            typer.echo(f"{name}: not complete, skipped")
+            continue
+        problems = verify_dir(plan.dir)
+        for p in problems:
+            typer.echo(f"CORRUPT {name}: {p}")
+        bad += len(problems)
+        n = sum(len(o.shards) for o in plan.manifest.outputs.values())
+        if not problems:
+            typer.echo(f"{name}: {n} shard(s) ok")
+    if bad:
+        fail(f"{bad} shard(s) do not match their manifest", 1)
+
+
+@app.command()
+def ui(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt,
+       port: int = typer.Option(5000, help="port on 127.0.0.1")) -> None:
+    """Start the MLflow UI on the pipeline's tracking store, bound to 127.0.0.1."""
+    cfg = load_cfg(config, override)
+    uri = tracking_uri_of(cfg)
+    if uri.startswith("http"):
+        typer.echo(f"the tracking store is a server already: {uri}")
+        return
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    typer.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {uri}; Ctrl-C stops it)")
+    try:
+        subprocess.run(cmd, check=False)
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

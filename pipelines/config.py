@@ -1,0 +1,122 @@
+"""Config: YAML -> pydantic models. Precedence (lowest first): model defaults, the YAML file, `-o key=value` overrides.
+
+Root keys: `pipeline` (name; one MLflow experiment per name), `work_dir`, `plugins` (modules that register extra
+stages), `ray` and `tracking_uri` (execution settings, never part of a cache key), and one section per stage; the
+stages that run are the ones whose section is present. Relative paths are resolved against the current directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from pipelines.stage import load_plugins, registry
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as one line (exit code 2)."""
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: Optional[str] = Field(None, description="join an existing cluster (ray://… or host:port); None = local Ray")
+    num_cpus: Optional[int] = Field(None, ge=1, description="CPUs for a local Ray; None = all")
+    workers: Optional[int] = Field(None, ge=1, description="max concurrent tasks per data stage; None = num_cpus")
+
+
+class RootBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pipeline: str = Field("zhgpt", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    work_dir: Path = Path("work")
+    plugins: list[str] = []
+    ray: RayConfig = RayConfig()
+    tracking_uri: Optional[str] = None
+
+    def stage_names(self) -> list[str]:
+        return [n for n in registry() if getattr(self, n, None) is not None]
+
+    def stage_cfg(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+def root_model() -> type[RootBase]:
+    fields = {name: (Optional[spec.config_model], None) for name, spec in registry().items()}
+    return create_model("RootConfig", __base__=RootBase, **fields)
+
+
+def _fmt_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def format_validation(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    key = _fmt_loc(e["loc"])
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    if e["type"] == "extra_forbidden":
+        return f"config error: {key}: unknown key (value {e.get('input')!r}){more}"
+    return f"config error: {key}: {e['msg']} (got {e.get('input')!r}){more}"
+
+
+def apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"config error: override {item!r} is not KEY=VALUE (e.g. -o train.max_steps=200)")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"config error: override {key}: {p} is not a section")
+        node = nxt
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config error: override {key}: value {raw!r} is not valid YAML") from exc
+
+
+def load_dict(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config error: {p}: no such config file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config error: {p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: {p}: the top level must be a mapping of sections")
+    return data
+
+
+def validate(data: dict) -> RootBase:
+    try:
+        load_plugins(list(data.get("plugins") or []))
+    except ImportError as exc:
+        raise ConfigError(f"config error: plugins: cannot import {exc.name!r}") from exc
+    try:
+        cfg = root_model().model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation(exc)) from None
+    cfg.work_dir = cfg.work_dir.expanduser().resolve()
+    missing = [f"{n} (needs {up})" for n in cfg.stage_names() for up in registry()[n].inputs
+               if getattr(cfg, up, None) is None]
+    if missing:
+        raise ConfigError(f"config error: stage inputs missing from the config: {', '.join(missing)}")
+    return cfg
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> RootBase:
+    data = load_dict(path)
+    for item in overrides or []:
+        apply_override(data, item)
+    return validate(data)
+
+
+def resolved_yaml(cfg: RootBase) -> str:
+    """The fully resolved config, as saved with every run."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=False), allow_unicode=True, sort_keys=False)

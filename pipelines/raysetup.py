@@ -1,0 +1,23 @@
+"""Ray: local Ray by default (ray.num_cpus from config), `--ray-address` joins an existing cluster."""
+from __future__ import annotations
+
+import logging
+import os
+
+from pipelines.config import RayConfig
+
+
+def init_ray(rc: RayConfig) -> int:
+    """Start or join Ray once per process; return the default number of concurrent tasks per stage."""
+    import ray
+
+    if not ray.is_initialized():
+        env = {k: v for k, v in os.environ.items() if k.startswith(("ZHGPT_", "MLFLOW_"))}
+        if rc.address:
+            ray.init(address=rc.address, logging_level=logging.WARNING, runtime_env={"env_vars": env} if env else None)
+        else:
+            # "local" never silently joins a cluster left running by someone else.
+            ray.init(address="local", num_cpus=rc.num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=True)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return rc.workers or cpus

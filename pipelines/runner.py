@@ -1,0 +1,254 @@
+"""The runner: DAG from the config, content-addressed cache keys, execution, resume after a crash.
+
+cache key = sha256(stage name, canonical JSON of the stage's resolved config (EXEC_FIELDS left out),
+                   upstream output digests, code version[, fingerprint of external inputs])
+A stage runs when no manifest exists for its key (or it is forced). A killed stage leaves no manifest, so the
+next run starts it again in the same directory, where its `.partial/` area lets it resume.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import RootBase
+from pipelines.dataset import FAILED, MANIFEST, Manifest, Output, StageData, read_manifest, write_manifest
+from pipelines.stage import Progress, StageContext, StageSpec, ordered, registry, stage_dir_of
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"stage {stage} failed: {message}")
+        self.stage = stage
+
+
+class SelectionError(ValueError):
+    """A bad --from/--only/--force selection, or --only without its inputs."""
+
+
+def _module_files(module: str) -> list[Path]:
+    spec = find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"code module {module!r} not found")
+    origin = Path(spec.origin)
+    if spec.submodule_search_locations:  # a package: every .py file under it
+        root = Path(list(spec.submodule_search_locations)[0])
+        return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    return [origin]
+
+
+def code_version(spec: StageSpec) -> str:
+    """Hash of the stage's source (and the dataset contract) plus the versions of libraries shaping its output."""
+    h = hashlib.sha256()
+    modules = spec.code_modules or [spec.run.__module__.rsplit(".", 1)[0] if "." in spec.run.__module__
+                                    else spec.run.__module__]
+    for mod in sorted(set(modules)) + ["pipelines.dataset"]:
+        for f in _module_files(mod):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    for lib in sorted(spec.libraries):
+        try:
+            h.update(f"{lib}=={metadata.version(lib)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{lib}==absent".encode())
+    return h.hexdigest()[:32]
+
+
+def cache_key(name: str, key_cfg: dict, upstream: dict[str, dict[str, str]], code: str, fingerprint: str = "") -> str:
+    payload = json.dumps({"stage": name, "config": key_cfg, "upstream": upstream, "code": code, "fp": fingerprint},
+                         sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass
+class StagePlan:
+    name: str
+    spec: StageSpec
+    key: str | None = None  # None while an upstream stage is incomplete
+    dir: Path | None = None
+    manifest: Manifest | None = None
+    upstream: dict[str, dict[str, str]] = field(default_factory=dict)
+    upstream_dirs: dict[str, Path] = field(default_factory=dict)
+    code: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest is not None
+
+
+def resolve(cfg: RootBase, plans: dict[str, StagePlan], name: str) -> StagePlan:
+    """Compute a stage's key from its config and its upstream manifests (if they are all complete)."""
+    spec = registry()[name]
+    plan = StagePlan(name, spec, code=code_version(spec))
+    ups = [plans.get(u) for u in spec.inputs]
+    if all(u is not None and u.complete for u in ups):
+        plan.upstream = {u.name: u.manifest.digests for u in ups}
+        plan.upstream_dirs = {u.name: u.dir for u in ups}
+        scfg = cfg.stage_cfg(name)
+        fp = spec.fingerprint(scfg) if spec.fingerprint else ""
+        plan.key = cache_key(name, scfg.key_dict(), plan.upstream, plan.code, fp)
+        plan.dir = stage_dir_of(cfg.work_dir, name, plan.key)
+        plan.manifest = read_manifest(plan.dir)
+    return plan
+
+
+def plan_all(cfg: RootBase) -> dict[str, StagePlan]:
+    plans: dict[str, StagePlan] = {}
+    for name in ordered(cfg.stage_names()):
+        plans[name] = resolve(cfg, plans, name)
+    return plans
+
+
+def downstream_of(cfg: RootBase, start: str) -> set[str]:
+    names = ordered(cfg.stage_names())
+    out = {start}
+    for n in names:
+        if any(u in out for u in registry()[n].inputs):
+            out.add(n)
+    return out
+
+
+def selection(cfg: RootBase, from_: str | None, only: str | None, force: list[str]) -> tuple[set[str], set[str]]:
+    """(stages to consider, stages to re-run regardless of cache)."""
+    names = set(cfg.stage_names())
+    for n in [from_, only, *force]:
+        if n is not None and n not in names:
+            raise SelectionError(f"unknown stage {n!r}: this config has {', '.join(ordered(list(names)))}")
+    if from_ and only:
+        raise SelectionError("--from and --only cannot be combined")
+    forced = set(force)
+    if from_:
+        forced |= downstream_of(cfg, from_)
+    if only:
+        return {only}, forced | {only}
+    return names, forced
+
+
+@dataclass
+class RunReport:
+    parent_run_id: str | None
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    plans: dict[str, StagePlan] = field(default_factory=dict)
+
+
+def stage_metrics(m: Manifest, upstream: dict[str, Manifest]) -> dict[str, float]:
+    """Metrics every stage run carries; a function of the manifest, so cached runs report the producer's figures."""
+    prim = m.outputs[m.primary]
+    rows_in = sum(u.outputs[u.primary].rows for u in upstream.values())
+    out = {"rows_in": float(rows_in), "rows_out": float(prim.rows), "bytes_out": float(prim.bytes),
+           "wall_seconds": round(m.wall_seconds, 3),
+           "rows_per_s": round((rows_in or prim.rows) / m.wall_seconds, 3) if m.wall_seconds > 0 else 0.0}
+    out.update({k: float(v) for k, v in m.stats.items() if isinstance(v, (int, float))})
+    return out
+
+
+class Runner:
+    def __init__(self, cfg: RootBase, lineage: Any, progress: Progress | None = None, workers: int = 1,
+                 fresh: bool = False):
+        self.cfg, self.lineage, self.progress = cfg, lineage, progress or Progress()
+        self.workers, self.fresh = workers, fresh
+
+    def run(self, from_: str | None = None, only: str | None = None, force: list[str] | None = None) -> RunReport:
+        todo, forced = selection(self.cfg, from_, only, force or [])
+        report = RunReport(parent_run_id=self.lineage.start_parent(self.cfg))
+        plans: dict[str, StagePlan] = {}
+        try:
+            for name in ordered(self.cfg.stage_names()):
+                plan = plans[name] = resolve(self.cfg, plans, name)
+                if name not in todo:
+                    if plan.complete or only is None:
+                        continue
+                    if name in registry()[only].inputs:  # --only: its inputs must already exist
+                        raise SelectionError(f"--only {only}: input stage {name} has no complete output for the "
+                                             f"current config; run `zhgpt run CONFIG --from {name}` first")
+                    continue
+                if plan.key is None:
+                    raise SelectionError(f"stage {name}: an input stage is incomplete")
+                if plan.complete and name not in forced:
+                    self._reuse(plan, plans)
+                    report.cached.append(name)
+                else:
+                    self._execute(plan, plans, fresh_dir=name in forced)
+                    report.executed.append(name)
+        except BaseException as exc:
+            self.lineage.finish_parent("FAILED", error=str(exc))
+            raise
+        self.lineage.finish_parent("FINISHED")
+        report.plans = plans
+        return report
+
+    def _ups(self, plan: StagePlan, plans: dict[str, StagePlan]) -> dict[str, StageData]:
+        return {u: StageData(plans[u].dir, plans[u].manifest) for u in plan.spec.inputs}
+
+    def _reuse(self, plan: StagePlan, plans: dict[str, StagePlan]) -> None:
+        ups = {u: plans[u].manifest for u in plan.spec.inputs}
+        self.progress.log(f"[{plan.name}] cached: {plan.dir}")
+        self.lineage.cached_stage(plan, stage_metrics(plan.manifest, ups), ups)
+
+    def _execute(self, plan: StagePlan, plans: dict[str, StagePlan], fresh_dir: bool) -> None:
+        assert plan.dir is not None and plan.key is not None
+        if fresh_dir and plan.dir.exists():
+            shutil.rmtree(plan.dir)
+        plan.dir.mkdir(parents=True, exist_ok=True)
+        (plan.dir / FAILED).unlink(missing_ok=True)
+        (plan.dir / MANIFEST).unlink(missing_ok=True)
+        scfg = self.cfg.stage_cfg(plan.name)
+        run_id = self.lineage.start_stage(plan, scfg)
+        ctx = StageContext(name=plan.name, cfg=scfg, out_dir=plan.dir, upstream=self._ups(plan, plans),
+                           work_dir=self.cfg.work_dir, workers=self.workers, tracking_uri=self.lineage.uri,
+                           mlflow_run_id=run_id, root_cfg=self.cfg, progress=self.progress, cache_key=plan.key,
+                           fresh=self.fresh)
+        self.progress.log(f"[{plan.name}] running -> {plan.dir}")
+        t0 = time.time()
+        try:
+            result = plan.spec.run(ctx)
+            kinds = {o.name: o for o in plan.spec.outputs}
+            missing = set(kinds) - set(result.outputs)
+            if missing:
+                raise RuntimeError(f"stage returned no shards for output(s) {sorted(missing)}")
+            outputs = {n: Output(kind=kinds[n].kind, shards=s, primary=kinds[n].primary, schema=_schema_of(plan.dir, s))
+                       for n, s in result.outputs.items()}
+            m = Manifest(stage=plan.name, cache_key=plan.key, outputs=outputs, config=scfg.model_dump(mode="json"),
+                         upstream=plan.upstream, code_version=plan.code, stats=result.stats,
+                         wall_seconds=time.time() - t0, mlflow_run_id=run_id,
+                         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=result.extra)
+        except BaseException as exc:
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            (plan.dir / FAILED).write_text(msg + "\n")
+            self.lineage.fail_stage(plan, msg)
+            if isinstance(exc, Exception):
+                raise StageFailed(plan.name, msg) from exc
+            raise
+        write_manifest(plan.dir, m)
+        plan.manifest = m
+        ups = {u: plans[u].manifest for u in plan.spec.inputs}
+        self.lineage.finish_stage(plan, stage_metrics(m, ups), ups, [plan.dir / a for a in result.artifacts])
+        self.progress.log(f"[{plan.name}] done in {m.wall_seconds:.1f}s: "
+                          + ", ".join(f"{n}={o.rows} rows" for n, o in outputs.items()))
+
+
+def _schema_of(stage_dir: Path, shards: list) -> str | None:
+    if not shards:
+        return None
+    p = stage_dir / shards[0].path
+    try:
+        if p.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_schema(p).to_string(show_schema_metadata=False)
+        if p.suffix == ".arrow":
+            import pyarrow as pa
+
+            with pa.memory_map(str(p)) as src:
+                return pa.ipc.open_file(src).schema.to_string(show_schema_metadata=False)
+    except Exception:  # an opaque file with a misleading suffix: no schema to record
+        return None
+    return None

@@ -1,0 +1,83 @@
+"""Test-only stages (never shipped): a tiny three-stage DAG that exercises the runner for real.
+
+`gen` writes N shards of Chinese sentences, `upper` transforms each shard in a Ray task, `count` sums rows.
+Registered when a config lists `plugins: [tests.stagekit]`.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pyarrow as pa
+from pydantic import Field
+
+from pipelines.dataset import doc_id, read_shard, write_parquet
+from pipelines.stage import OutputSpec, StageConfig, StageContext, StageResult, StageSpec, register
+
+SENTENCES = ["机器学习是人工智能的一个分支。", "北京是中华人民共和国的首都。", "今天天气很好，我们去公园散步吧！",
+             "Debian 是一个自由的操作系统。", "大规模语言模型需要大量的中文语料。"]
+
+
+class GenConfig(StageConfig):
+    shards: int = Field(4, ge=1)
+    rows_per_shard: int = Field(50, ge=1)
+    seed: int = 0
+
+
+class UpperConfig(StageConfig):
+    EXEC_FIELDS = frozenset({"slow_ms"})
+    suffix: str = "。"
+    slow_ms: int = 0  # execution only: lets a test catch the stage in the middle
+
+
+class CountConfig(StageConfig):
+    pass
+
+
+def gen_shard(i: int, cfg: GenConfig, out_dir: str):
+    rows = []
+    for j in range(cfg.rows_per_shard):
+        text = SENTENCES[(i * 7 + j + cfg.seed) % len(SENTENCES)] + f"（第{i}-{j}条）"
+        loc = f"test://gen/{i}/{j}"
+        rows.append({"id": doc_id(loc, text), "source_name": "gen", "url": loc, "source": f"gen:{i}:{j}",
+                     "fetched_at": "2026-01-01T00:00:00Z", "title": "", "text": text})
+    return write_parquet(pa.Table.from_pylist(rows), out_dir, f"docs/part-{i:05d}.parquet")
+
+
+def run_gen(ctx: StageContext) -> StageResult:
+    shards = ctx.map(gen_shard, [(i, ctx.cfg, str(ctx.out_dir)) for i in range(ctx.cfg.shards)], rows_of=lambda s: s.rows)
+    return StageResult(outputs={"docs": shards}, stats={"shards": len(shards)})
+
+
+def upper_shard(i: int, path: str, cfg: UpperConfig, out_dir: str):
+    if cfg.slow_ms:
+        time.sleep(cfg.slow_ms / 1000)
+    t = read_shard(path)
+    texts = [s + cfg.suffix for s in t.column("text").to_pylist()]
+    t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts))
+    marker = os.environ.get("ZHGPT_TEST_MARKER_DIR")
+    if marker:
+        open(os.path.join(marker, f"upper-{i}"), "w").close()
+    return write_parquet(t, out_dir, f"docs/part-{i:05d}.parquet")
+
+
+def run_upper(ctx: StageContext) -> StageResult:
+    paths = ctx.upstream["gen"].paths("docs")
+    shards = ctx.map(upper_shard, [(i, str(p), ctx.cfg, str(ctx.out_dir)) for i, p in enumerate(paths)],
+                     rows_of=lambda s: s.rows)
+    return StageResult(outputs={"docs": shards}, stats={"chars_added": sum(s.rows for s in shards)})
+
+
+def run_count(ctx: StageContext) -> StageResult:
+    n = sum(read_shard(p).num_rows for p in ctx.upstream["upper"].paths("docs"))
+    info = write_parquet(pa.table({"rows": [n]}), ctx.out_dir, "count/part-00000.parquet")
+    if os.environ.get("ZHGPT_TEST_FAIL_COUNT"):
+        raise ValueError("count refused its input (ZHGPT_TEST_FAIL_COUNT)")
+    return StageResult(outputs={"count": [info]}, stats={"total": n})
+
+
+register(StageSpec("gen", [], GenConfig, [OutputSpec("docs", "parquet", True)], run_gen, code_modules=["tests.stagekit"]))
+register(StageSpec("upper", ["gen"], UpperConfig, [OutputSpec("docs", "parquet", True)], run_upper,
+                   code_modules=["tests.stagekit"]))
+register(StageSpec("count", ["upper"], CountConfig, [OutputSpec("count", "parquet", True)], run_count,
+                   code_modules=["tests.stagekit"], headline=["total"]))
