@@ -162,7 +162,8 @@ def load_builtin() -> None:
             if exc.name in (f"stages.{name}",):
                 continue
             raise
-        register(mod.SPEC)
+        if getattr(mod, "SPEC", None) is not None:  # a package still without a SPEC offers no stage
+            register(mod.SPEC)
 
 
 def load_plugins(modules: list[str]) -> None:

@@ -9,7 +9,9 @@ import os
 import time
 
 import pyarrow as pa
-from pydantic import Field
+from typing import Optional
+
+from pydantic import Field, FilePath
 
 from pipelines.dataset import doc_id, read_shard, write_parquet
 from pipelines.stage import OutputSpec, StageConfig, StageContext, StageResult, StageSpec, register
@@ -27,6 +29,7 @@ class GenConfig(StageConfig):
 class UpperConfig(StageConfig):
     EXEC_FIELDS = frozenset({"slow_ms"})
     suffix: str = "。"
+    suffix_file: Optional[FilePath] = None  # when set, its first line is the suffix
     slow_ms: int = 0  # execution only: lets a test catch the stage in the middle
 
 
@@ -53,7 +56,8 @@ def upper_shard(i: int, path: str, cfg: UpperConfig, out_dir: str):
     if cfg.slow_ms:
         time.sleep(cfg.slow_ms / 1000)
     t = read_shard(path)
-    texts = [s + cfg.suffix for s in t.column("text").to_pylist()]
+    suffix = cfg.suffix_file.read_text(encoding="utf-8").splitlines()[0] if cfg.suffix_file else cfg.suffix
+    texts = [s + suffix for s in t.column("text").to_pylist()]
     t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts))
     marker = os.environ.get("ZHGPT_TEST_MARKER_DIR")
     if marker:
@@ -77,7 +81,11 @@ def run_count(ctx: StageContext) -> StageResult:
 
 
 register(StageSpec("gen", [], GenConfig, [OutputSpec("docs", "parquet", True)], run_gen, code_modules=["tests.stagekit"]))
+def _suffix_fp(cfg: UpperConfig) -> str:
+    return cfg.suffix_file.read_text(encoding="utf-8") if cfg.suffix_file else ""
+
+
 register(StageSpec("upper", ["gen"], UpperConfig, [OutputSpec("docs", "parquet", True)], run_upper,
-                   code_modules=["tests.stagekit"]))
+                   code_modules=["tests.stagekit"], fingerprint=_suffix_fp))
 register(StageSpec("count", ["upper"], CountConfig, [OutputSpec("count", "parquet", True)], run_count,
                    code_modules=["tests.stagekit"], headline=["total"]))

@@ -1,0 +1,106 @@
+"""Runner behaviour on the test-only gen -> upper -> count DAG, with real local Ray and a real MLflow sqlite store.
+
+Cache reuse, selective reruns, determinism across worker counts, failure handling, status states.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app, execute
+from pipelines.config import load
+from pipelines.runner import StageFailed
+
+
+def digests(report) -> dict[str, dict[str, str]]:
+    return {n: p.manifest.digests for n, p in report.plans.items()}
+
+
+def test_second_run_reuses_everything(ray_session, kit_config):
+    cfg_path = kit_config()
+    first = execute(load(cfg_path))
+    assert first.executed == ["gen", "upper", "count"] and first.cached == []
+    second = execute(load(cfg_path))
+    assert second.executed == [] and second.cached == ["gen", "upper", "count"]
+    assert digests(first) == digests(second)
+
+
+def test_config_change_reruns_stage_and_downstream_only(ray_session, kit_config):
+    cfg_path = kit_config()
+    base = execute(load(cfg_path))
+    changed = execute(load(cfg_path, ["upper.suffix=！"]))
+    assert changed.executed == ["upper", "count"] and changed.cached == ["gen"]
+    assert digests(changed)["gen"] == digests(base)["gen"]
+    assert digests(changed)["upper"] != digests(base)["upper"]
+    # execution settings are not part of any key: a different worker count re-runs nothing
+    again = execute(load(cfg_path, ["upper.suffix=！", "ray.workers=1", "upper.slow_ms=1"]))
+    assert again.executed == []
+
+
+def test_same_digests_with_one_and_two_workers(ray_session, kit_config, tmp_path):
+    one = execute(load(kit_config(), ["ray.workers=1", f"work_dir={tmp_path / 'w1'}"]))
+    two = execute(load(kit_config(), ["ray.workers=2", f"work_dir={tmp_path / 'w2'}"]))
+    assert one.executed == two.executed == ["gen", "upper", "count"]
+    assert digests(one) == digests(two)
+
+
+def test_from_only_force(ray_session, kit_config):
+    cfg = load(kit_config())
+    execute(cfg)
+    assert execute(cfg, from_="upper").executed == ["upper", "count"]
+    only = execute(cfg, only="upper")
+    assert only.executed == ["upper"] and "count" not in only.cached
+    assert execute(cfg, force=["gen"]).executed == ["gen"]  # gen's digest is unchanged, so the rest is reused
+
+
+def test_only_needs_existing_inputs(ray_session, kit_config):
+    res = CliRunner().invoke(app, ["run", str(kit_config()), "--only", "upper"])
+    assert res.exit_code == 2
+    assert "--only upper: input stage gen has no complete output" in res.output
+
+
+def test_unknown_stage_in_selection(ray_session, kit_config):
+    res = CliRunner().invoke(app, ["run", str(kit_config()), "--from", "dedup"])
+    assert res.exit_code == 2 and "unknown stage 'dedup'" in res.output
+
+
+def test_failing_stage_marks_runs_failed_and_keeps_upstream(ray_session, kit_config, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    cfg = load(kit_config())
+    monkeypatch.setenv("ZHGPT_TEST_FAIL_COUNT", "1")
+    with pytest.raises(StageFailed, match="count refused its input"):
+        execute(cfg)
+    res = CliRunner().invoke(app, ["status", str(kit_config()), "--json"])
+    states = {r["stage"]: r for r in json.loads(res.output)["stages"]}
+    assert states["gen"]["state"] == "complete" and states["upper"]["state"] == "complete"
+    assert states["count"]["state"] == "failed" and "count refused" in states["count"]["error"]
+    client = MlflowClient(f"sqlite:///{cfg.work_dir}/mlflow.db")
+    exp = client.get_experiment_by_name("kit")
+    runs = client.search_runs([exp.experiment_id], "tags.`zhgpt.stage` = 'count'")
+    assert runs[0].info.status == "FAILED" and "count refused" in runs[0].data.tags["zhgpt.error"]
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED" and "count refused" in parent.data.tags["zhgpt.error"]
+    monkeypatch.delenv("ZHGPT_TEST_FAIL_COUNT")
+    after = execute(cfg)  # the next run resumes at the failed stage
+    assert after.executed == ["count"] and after.cached == ["gen", "upper"]
+
+
+def test_status_states(ray_session, kit_config):
+    cfg_path = kit_config()
+    runner = CliRunner()
+    fresh = json.loads(runner.invoke(app, ["status", str(cfg_path), "--json"]).output)
+    assert fresh["version"] == 1
+    assert [(r["stage"], r["state"]) for r in fresh["stages"]] == [("gen", "missing"), ("upper", "missing"),
+                                                                   ("count", "missing")]
+    assert fresh["stages"][0]["cache_key"] and fresh["stages"][1]["cache_key"] is None
+    execute(load(cfg_path))
+    done = json.loads(runner.invoke(app, ["status", str(cfg_path), "--json"]).output)["stages"]
+    assert all(r["state"] == "complete" and r["mlflow_run_id"] for r in done)
+    assert done[0]["rows"] == 120 and done[0]["outputs"]["docs"]["shards"][0].endswith("part-00000.parquet")
+    stale = json.loads(runner.invoke(app, ["status", str(cfg_path), "--json", "-o", "gen.seed=5"]).output)["stages"]
+    assert [r["state"] for r in stale] == ["stale", "stale", "stale"]
+    table = runner.invoke(app, ["status", str(cfg_path)])
+    assert table.exit_code == 0 and "complete" in table.output
