@@ -84,11 +84,13 @@ def _atomic_target(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_parquet(table: pa.Table, stage_dir: str | os.PathLike, rel: str) -> ShardInfo:
+def write_parquet(table: pa.Table, stage_dir: str | os.PathLike, rel: str, row_group_size: int | None = None
+                  ) -> ShardInfo:
     """Write one Parquet shard (zstd) atomically and describe it. Deterministic bytes for equal tables."""
     final = Path(stage_dir) / rel
     tmp = _atomic_target(final)
-    pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
+    pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True,
+                   row_group_size=row_group_size)
     os.replace(tmp, final)
     return ShardInfo.of(stage_dir, rel, table.num_rows)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipelines.config import RootBase
 from pipelines.dataset import FAILED, MANIFEST, Manifest, Output, StageData, read_manifest, write_manifest
+from pipelines.index import build_indexes
 from pipelines.stage import Progress, StageContext, StageSpec, ordered, registry, stage_dir_of
 
 
@@ -216,6 +217,8 @@ class Runner:
                 raise RuntimeError(f"stage returned no shards for output(s) {sorted(missing)}")
             outputs = {n: Output(kind=kinds[n].kind, shards=s, primary=kinds[n].primary, schema=_schema_of(plan.dir, s))
                        for n, s in result.outputs.items()}
+            outputs.update({n: Output(kind="parquet", shards=s, schema=_schema_of(plan.dir, s))
+                            for n, s in build_indexes(plan.dir, outputs).items()})
             m = Manifest(stage=plan.name, cache_key=plan.key, outputs=outputs, config=scfg.model_dump(mode="json"),
                          upstream=plan.upstream, code_version=plan.code, stats=result.stats,
                          wall_seconds=time.time() - t0, mlflow_run_id=run_id,

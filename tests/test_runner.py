@@ -104,3 +104,19 @@ def test_status_states(ray_session, kit_config):
     assert [r["state"] for r in stale] == ["stale", "stale", "stale"]
     table = runner.invoke(app, ["status", str(cfg_path)])
     assert table.exit_code == 0 and "complete" in table.output
+
+
+def test_index_written_beside_outputs(ray_session, kit_config):
+    from pipelines.index import lookup, url_hash
+    from pipelines.dataset import read_shard
+
+    report = execute(load(kit_config()))
+    plan = report.plans["upper"]
+    assert "_index" in plan.manifest.outputs and not plan.manifest.outputs["_index"].primary
+    docs = read_shard(plan.dir / plan.manifest.outputs["docs"].shards[3].path)
+    doc = docs.slice(7, 1).to_pylist()[0]
+    hit = lookup(plan.dir / "_index/by_id.parquet", "id", doc["id"]).to_pylist()
+    assert hit == [{"id": doc["id"], "output": "docs", "shard": 3, "row": 7, "url": doc["url"]}]
+    by_url = lookup(plan.dir / "_index/by_url.parquet", "url_hash", url_hash(doc["url"])).to_pylist()
+    assert [(h["shard"], h["row"], h["id"]) for h in by_url] == [(3, 7, doc["id"])]
+    assert lookup(plan.dir / "_index/by_id.parquet", "id", "0" * 32).num_rows == 0

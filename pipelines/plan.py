@@ -1,0 +1,436 @@
+"""`zhgpt plan`: what a pretraining run takes: memory per GPU, the smallest parallel layout that fits, step time,
+tokens/s, days and GPU-hours.
+
+    zhgpt plan --preset 175b --gpus 1024 --gpu h100      # the seed question: replicating GPT-3
+    zhgpt plan --params 13B --tokens 1T --gpus 256 --gpu a100 --mfu 0.5
+    zhgpt plan --published                               # the planner against published runs, with errors
+    python -m pipelines.plan ...                         # the same without the CLI wiring
+
+Data: configs/plan/gpus.yaml (peak, memory, default MFU and goodput per GPU type), configs/plan/shapes.yaml (model
+shapes) plus the train stage's presets (stages/train/presets/*.yaml), configs/plan/published.yaml (published runs).
+FLOPs use the PaLM formula (6N + 12*L*H*Q*T, N = matmul weights incl. the output layer), as the train stage does.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ROOT / "configs" / "plan"
+TRAIN_PRESETS = ROOT / "stages" / "train" / "presets"
+GIB = 1024**3
+# bytes per parameter for (weights, gradients, optimizer states). bf16-mixed + AdamW = 2 + 2 + 12 (fp32 master,
+# m, v): the ZeRO paper's 16 bytes/param. fp32 + AdamW = 4 + 4 + 8, what torch allocates for an fp32 model.
+PRECISIONS = {"bf16-mixed": (2, 2, 12), "fp32": (4, 4, 8)}
+ACT_BYTES = 2  # activations kept in bf16
+TRAIN_VOCAB = 64000  # vocab for the train presets (a Chinese SentencePiece size) when --vocab is not given
+
+
+class PlanError(ValueError):
+    """A bad request, reported as one line (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    layers: int
+    d_model: int
+    heads: int
+    ffn_hidden: int
+    vocab: int
+    seq_len: int
+    kv_heads: Optional[int] = None  # None = heads (plain multi-head attention)
+    glu: bool = True  # SwiGLU: 3 MLP matrices; else GELU: 2
+    tied: bool = False
+    bias: bool = False
+    pos_embed: bool = False
+    title: str = ""
+    tokens: Optional[float] = None
+    global_batch: Optional[float] = None
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+    def layer_matmul(self) -> int:
+        d, hd = self.d_model, self.head_dim
+        return d * hd * (2 * self.heads + 2 * self.kv) + (3 if self.glu else 2) * d * self.ffn_hidden
+
+    def layer_params(self) -> int:
+        d = self.d_model
+        small = 4 * d if self.bias else 2 * d  # two norms (weight, + bias for LayerNorm)
+        if self.bias:  # q/k/v/o and MLP biases
+            small += (self.heads + 2 * self.kv) * self.head_dim + d + self.ffn_hidden + d
+        return self.layer_matmul() + small
+
+    def embed_params(self) -> int:
+        return self.vocab * self.d_model + (self.seq_len * self.d_model if self.pos_embed else 0)
+
+    def head_params(self) -> int:
+        """Final norm plus the output layer (nothing extra when tied)."""
+        return (2 if self.bias else 1) * self.d_model + (0 if self.tied else self.vocab * self.d_model)
+
+    def n_params(self) -> int:
+        return self.layers * self.layer_params() + self.embed_params() + self.head_params()
+
+    def flops_per_token(self) -> float:
+        n = self.layers * self.layer_matmul() + self.vocab * self.d_model
+        return 6.0 * n + 12.0 * self.layers * self.heads * self.head_dim * self.seq_len
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    label: str
+    peak_tflops: float
+    memory_gib: float
+    per_node: int
+    mfu: float
+    goodput: float
+    mfu_source: str = ""
+    goodput_source: str = ""
+    aliases: tuple = ()
+
+
+@dataclass(frozen=True)
+class Layout:
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    zero: int = 0  # 0 = DDP, 1/2/3 = ZeRO stage (3 = FSDP full sharding)
+    recompute: bool = False
+
+    def label(self) -> str:
+        tp_pp = f" TP{self.tp}" * (self.tp > 1) + f" PP{self.pp}" * (self.pp > 1)
+        return ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3/FSDP")[self.zero] + tp_pp + " +recompute" * self.recompute
+
+
+def read_yaml(name: str) -> dict:
+    path = TABLES / name
+    if not path.is_file():
+        raise PlanError(f"planner table {path} is missing (run from a source checkout of zhgpt)")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def parse_count(text, what: str) -> float:
+    """'175B', '1.5T', '300e9', '7b', 3.2e6 -> float; one clear line otherwise."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbt]?)\s*", str(text), re.I)
+    if not m:
+        raise PlanError(f"{what}: {text!r} is not a count (write e.g. 175B, 1.5T, 300e9)")
+    scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
+    return float(m.group(1)) * scale
+
+
+def gpus_table() -> dict[str, Gpu]:
+    out = {}
+    for name, row in read_yaml("gpus.yaml").items():
+        gpu = Gpu(name=name, **{**row, "aliases": tuple(row.get("aliases", ()))})
+        for key in (name, *gpu.aliases):
+            out[key] = gpu
+    return out
+
+
+def train_preset_shape(name: str, data: dict, vocab: int) -> Shape:
+    """A train-stage preset (GPTConfig fields) as a Shape: LLaMA-style, vocab padded to 64 as GPTConfig does."""
+    d = data["d_model"]
+    ffn = data.get("ffn_hidden") or -(-int(8 * d / 3) // 64) * 64  # GPTConfig's default rule
+    return Shape(name=name, layers=data["n_layer"], d_model=d, heads=data["n_head"], kv_heads=data.get("n_kv_head"),
+                 ffn_hidden=ffn, vocab=-(-vocab // 64) * 64, seq_len=data.get("max_seq_len", 256),
+                 tied=data.get("tie_embeddings", True), title=f"train preset {name} (vocab {vocab})")
+
+
+def shapes_table(vocab: Optional[int] = None) -> dict[str, Shape]:
+    out = {name: Shape(name=name, **row) for name, row in read_yaml("shapes.yaml").items()}
+    for path in sorted(TRAIN_PRESETS.glob("*.yaml")):
+        out.setdefault(path.stem, train_preset_shape(path.stem, yaml.safe_load(path.read_text()), vocab or TRAIN_VOCAB))
+    return out
+
+
+def shape_from_params(n: float, vocab: int, seq_len: int) -> Shape:
+    """A GPT-3-proportioned shape for a bare parameter count: d_model/layers = 128 (GPT-3 175B: 12288/96), head 128."""
+    d = max(128, round((128 * n / 12) ** (1 / 3) / 128) * 128)
+    layers = max(1, round((n - 2 * vocab * d) / (12 * d * d)))
+    return Shape(name=f"{n / 1e9:.3g}B", layers=layers, d_model=d, heads=d // 128, ffn_hidden=4 * d, vocab=vocab,
+                 seq_len=seq_len, glu=False, title="shape derived from the parameter count (GPT-3 proportions)")
+
+
+def stage_params(shape: Shape, pp: int) -> int:
+    """Parameters on the fullest pipeline stage: its layers plus the embedding (first) or the output layer (last)."""
+    per = math.ceil(shape.layers / pp) * shape.layer_params()
+    if pp == 1:
+        return shape.n_params()
+    return per + max(shape.embed_params(), shape.head_params() + (shape.vocab * shape.d_model if shape.tied else 0))
+
+
+def layer_activations(shape: Shape, micro_batch: int, flash: bool = True) -> float:
+    """Bytes one layer keeps for backward (bf16, no dropout), in units derived from the tensors saved.
+
+    attention: norm input, q/k/v input, q/k/v, attention output = (3d + (H + 2*KV)*hd) per token;
+    MLP: norm input, MLP input, then GLU gate+up, activation, product (4f) or GELU fc + activation (2f).
+    Standard GPT (f = 4d) comes to 32*s*b*d bytes, Korthikanti et al. 2022's 34*s*b*h less the dropout masks.
+    Without flash attention the scores and softmax (4 bytes per head per token pair) are kept as well.
+    """
+    d, s = shape.d_model, shape.seq_len
+    per_token = 3 * d + (shape.heads + 2 * shape.kv) * shape.head_dim + 2 * d
+    per_token += (4 if shape.glu else 2) * shape.ffn_hidden
+    scores = 0 if flash else 4 * shape.heads * s * s * micro_batch
+    return ACT_BYTES * per_token * s * micro_batch + scores
+
+
+def memory(shape: Shape, lay: Layout, micro_batch: int = 1, precision: str = "bf16-mixed",
+           flash: bool = True) -> dict[str, float]:
+    """Bytes per GPU. TP shards every layer (with sequence parallelism, activations too); PP with 1F1B keeps
+    p micro-batches of L/p layers in flight on the first stage, so activations are L layers' worth at any p."""
+    wb, gb, ob = PRECISIONS[precision]
+    n = stage_params(shape, lay.pp) / lay.tp
+    layer = layer_activations(shape, micro_batch, flash) / lay.tp
+    logits = shape.seq_len * micro_batch * shape.vocab * (2 + 4) / lay.tp  # bf16 logits + fp32 for the loss
+    if lay.recompute:  # keep each layer's input only, rebuild one layer at a time in backward
+        acts = shape.layers * ACT_BYTES * shape.seq_len * micro_batch * shape.d_model / lay.tp + layer
+    else:
+        acts = shape.layers * layer
+    out = {"weights": wb * n / (lay.dp if lay.zero >= 3 else 1),
+           "gradients": gb * n / (lay.dp if lay.zero >= 2 else 1),
+           "optimizer": ob * n / (lay.dp if lay.zero >= 1 else 1),
+           "activations": acts + logits}
+    out["total"] = sum(out.values())
+    return out
+
+
+def candidate_layouts(shape: Shape, gpus: int, per_node: int):
+    """Every (TP within a node, PP dividing the layers, ZeRO stage, recompute) that uses exactly `gpus` GPUs."""
+    tps = [t for t in (1, 2, 4, 8, 16) if t <= per_node and shape.heads % t == 0 and shape.kv % t == 0]
+    pps = [p for p in range(1, shape.layers + 1) if shape.layers % p == 0]
+    for tp in tps:
+        for pp in pps:
+            if gpus % (tp * pp) == 0:
+                for zero in range(4):
+                    for rc in (False, True):
+                        yield Layout(tp=tp, pp=pp, dp=gpus // (tp * pp), zero=zero, recompute=rc)
+
+
+def smallest_fit(shape: Shape, gpus: int, gpu: Gpu, usable: float = 0.9, fixed: Optional[dict] = None,
+                 **kw) -> Optional[Layout]:
+    """The fit with the fewest model-parallel GPUs (TP*PP), then no recompute, then the lowest ZeRO stage: the
+    layout with the least communication and recomputation that fits `usable` of the GPU's memory. `fixed` pins
+    any of tp/pp/zero/recompute (the command line's --tp/--pp/--zero/--recompute)."""
+    cap, fixed = gpu.memory_gib * GIB * usable, fixed or {}
+    want = [x for x in candidate_layouts(shape, gpus, gpu.per_node) if all(getattr(x, k) == v for k, v in fixed.items())]
+    if not want:
+        raise PlanError(f"no layout of {gpus} GPUs matches {fixed} (TP*PP must divide the GPU count, PP the layers)")
+    fits = [lay for lay in want if memory(shape, lay, **kw)["total"] <= cap]
+    return min(fits, key=lambda x: (x.tp * x.pp, x.recompute, x.zero, x.tp), default=None)
+
+
+def throughput(shape: Shape, tokens: float, gpus: int, peak_tflops: float, mfu: float, goodput: float,
+               global_batch: float) -> dict[str, float]:
+    """MFU is model FLOPs over peak: recompute and pipeline bubbles are inside it, as they were in the runs it
+    comes from. Goodput stretches wall time only."""
+    fpt = shape.flops_per_token()
+    tps = gpus * peak_tflops * 1e12 * mfu / fpt
+    days = tokens / (tps * goodput) / 86400
+    return {"flops_per_token": fpt, "total_flops": fpt * tokens, "tokens_per_s": tps,
+            "tokens_per_s_per_gpu": tps / gpus, "tflops_per_gpu": peak_tflops * mfu, "step_s": global_batch / tps,
+            "days": days, "gpu_hours": gpus * days * 24}
+
+
+def implied_mfu(shape: Shape, tokens: float, gpu_hours: float, gpu: Gpu) -> float:
+    """The MFU a published GPU-hour figure implies, at the GPU type's default goodput."""
+    return shape.flops_per_token() * tokens / (gpu_hours * 3600 * gpu.peak_tflops * 1e12 * gpu.goodput)
+
+
+def published_checks() -> list[dict]:
+    """Each published run against the planner's defaults: predicted figure, published figure, error."""
+    shapes, gpus, rows = shapes_table(), gpus_table(), []
+    for name, case in read_yaml("published.yaml").items():
+        shape, gpu = shapes[case["shape"]], gpus[case["gpu"]]
+        est = throughput(shape, case["tokens"], case["gpus"], gpu.peak_tflops, gpu.mfu, gpu.goodput,
+                         shape.global_batch or 4e6)
+        metric = "gpu_hours" if "gpu_hours" in case else "tflops_per_gpu"
+        pred, pub = est[metric], case[metric]
+        mfu = implied_mfu(shape, case["tokens"], pub, gpu) if metric == "gpu_hours" else pub / gpu.peak_tflops
+        rows.append({"run": name, "gpu": gpu.label, "metric": metric, "published": pub, "predicted": pred,
+                     "error": pred / pub - 1, "implied_mfu": mfu, "check": case["check"], "source": case["source"]})
+    return rows
+
+
+def resolve_shape(preset: Optional[str], params: Optional[str], vocab: Optional[int], seq_len: Optional[int],
+                  dims: dict) -> Shape:
+    """A preset from the tables, or a shape from --params (and any --layers/--d-model/... given), overrides applied."""
+    if preset:
+        table = shapes_table(vocab)
+        if preset not in table:
+            raise PlanError(f"unknown preset {preset!r}; known: {', '.join(table)} (or give --params and a shape)")
+        shape = table[preset]
+    elif params:
+        shape = shape_from_params(parse_count(params, "--params"), vocab or TRAIN_VOCAB, seq_len or 2048)
+    elif dims.get("layers") and dims.get("d_model"):
+        d = dims["d_model"]
+        shape = Shape(name="custom", layers=dims["layers"], d_model=d, heads=max(1, d // 128),
+                      ffn_hidden=-(-int(8 * d / 3) // 64) * 64, vocab=vocab or TRAIN_VOCAB, seq_len=seq_len or 2048)
+    else:
+        raise PlanError("say which model: --preset NAME, --params COUNT, or --layers and --d-model")
+    given = {k: v for k, v in {**dims, "vocab": vocab if not preset else None, "seq_len": seq_len}.items() if v}
+    shape = replace(shape, **given)
+    if shape.d_model % shape.heads or shape.heads % shape.kv:
+        raise PlanError(f"d_model {shape.d_model} must divide by heads {shape.heads}, and heads by kv heads {shape.kv}")
+    return shape
+
+
+def build_plan(shape: Shape, gpu: Gpu, gpus: int, tokens: float, global_batch: float, micro_batch: int = 1,
+               precision: str = "bf16-mixed", usable: float = 0.9, fixed: Optional[dict] = None) -> dict:
+    """Everything the report shows, as plain data (the --json output)."""
+    if gpus < 1:
+        raise PlanError(f"--gpus must be at least 1 (got {gpus})")
+    kw = {"micro_batch": micro_batch, "precision": precision}
+    rows = [Layout(dp=gpus, zero=z) for z in range(4)]
+    mega = next((lay for lay in sorted(candidate_layouts(shape, gpus, gpu.per_node), key=lambda x: (x.pp, -x.tp))
+                 if lay.tp == min(gpu.per_node, 8) and lay.zero == 1 and not lay.recompute
+                 and memory(shape, lay, **kw)["total"] <= gpu.memory_gib * GIB * usable), None)
+    pick = smallest_fit(shape, gpus, gpu, usable, fixed, **kw)
+    base = replace(pick, recompute=False) if pick else None
+    rows += [x for x in (mega, base) if x and x not in rows]
+    table = [{"layout": lay.label(), **asdict(lay), "plain": memory(shape, lay, **kw),
+              "recompute": memory(shape, replace(lay, recompute=True), **kw), "chosen": lay == base} for lay in rows]
+    est = throughput(shape, tokens, gpus, gpu.peak_tflops, gpu.mfu, gpu.goodput, global_batch)
+    return {"shape": asdict(shape), "params": shape.n_params(), "gpu": asdict(gpu), "gpus": gpus, "tokens": tokens,
+            "global_batch": global_batch, "micro_batch": micro_batch, "precision": precision,
+            "capacity_bytes": gpu.memory_gib * GIB * usable, "memory": table,
+            "layout": asdict(pick) | {"label": pick.label()} if pick else None, "estimate": est}
+
+
+def fmt_count(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def gib(x: float) -> str:
+    return f"{x / GIB:,.0f}" if x >= 100 * GIB else f"{x / GIB:.1f}"
+
+
+def render(plan: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con, s, g, est, cap = Console(width=max(100, shutil.get_terminal_size().columns)), plan["shape"], plan["gpu"], plan["estimate"], plan["capacity_bytes"]
+    kv = f" kv{s['kv_heads']}" if s["kv_heads"] else ""
+    con.print(f"[bold]{s['name']}[/bold] {s['title']}: {fmt_count(plan['params'])} params (L{s['layers']} "
+              f"d{s['d_model']} h{s['heads']}{kv} ffn{s['ffn_hidden']} V{s['vocab']} T{s['seq_len']}), "
+              f"{fmt_count(plan['tokens'])} tokens on {plan['gpus']} x {g['label']}")
+    t = Table(title=f"memory per GPU, GiB: {plan['precision']} + AdamW, micro-batch {plan['micro_batch']}; "
+                    f"rc = with activation recompute; fits under {cap / GIB:.0f} GiB")
+    for col in ("layout", "DP", "weights", "grads", "optim", "acts", "acts rc", "total", "total rc", "fits"):
+        t.add_column(col, justify="left" if col in ("layout", "fits") else "right")
+    for row in plan["memory"]:
+        p, r = row["plain"], row["recompute"]
+        fits = "yes" if p["total"] <= cap else "rc" if r["total"] <= cap else "no"
+        t.add_row(row["layout"].replace(" +recompute", ""), str(row["dp"]),
+                  *(gib(p[k]) for k in ("weights", "gradients", "optimizer", "activations")), gib(r["activations"]),
+                  gib(p["total"]), gib(r["total"]), fits, style="bold green" if row["chosen"] else None)
+    con.print(t)
+    con.print(f"smallest layout that fits: [bold green]{plan['layout']['label'] if plan['layout'] else 'none'}"
+              f"[/bold green]" + (f" x DP{plan['layout']['dp']}" if plan["layout"] else ""))
+    rt = Table(title="time and cost", show_header=False)
+    for k, v in (("FLOPs per token", f"{est['flops_per_token'] / 1e12:.3g} TFLOP (PaLM formula)"),
+                 ("total FLOPs", f"{est['total_flops']:.3g}"),
+                 ("MFU", f"{g['mfu']:.0%}  ({g['mfu_source']})"), ("goodput", f"{g['goodput']:.0%}"),
+                 ("TFLOP/s per GPU", f"{est['tflops_per_gpu']:.0f} of {g['peak_tflops']:.0f} peak"),
+                 ("tokens/s", f"{fmt_count(est['tokens_per_s'])} ({fmt_count(est['tokens_per_s_per_gpu'])} per GPU)"),
+                 ("step time", f"{est['step_s']:.2f} s per {fmt_count(plan['global_batch'])}-token batch"),
+                 ("days", f"{est['days']:.1f}"), ("GPU-hours", fmt_count(est["gpu_hours"]))):
+        rt.add_row(k, v)
+    con.print(rt)
+
+
+def render_published(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="planner (default MFU and goodput per GPU) vs published runs")
+    for col in ("run", "gpu", "figure", "published", "planner", "error", "implied MFU"):
+        t.add_column(col)
+    for r in rows:
+        err = f"{r['error']:+.0%}" + ("" if r["check"] else " (not checked)")
+        t.add_row(r["run"], r["gpu"], r["metric"], fmt_count(r["published"]), fmt_count(r["predicted"]), err,
+                  f"{r['implied_mfu']:.0%}")
+    Console().print(t)
+    for r in rows:
+        typer.echo(f"  {r['run']}: {r['source']}")
+
+
+def plan_command(
+        preset: Optional[str] = typer.Option(None, help="model preset: 175b, llama2-70b, ..., or a train preset"),
+        params: Optional[str] = typer.Option(None, help="parameter count (175B); GPT-3 proportions unless shaped"),
+        layers: Optional[int] = typer.Option(None), d_model: Optional[int] = typer.Option(None),
+        heads: Optional[int] = typer.Option(None), kv_heads: Optional[int] = typer.Option(None),
+        ffn_hidden: Optional[int] = typer.Option(None), vocab: Optional[int] = typer.Option(None),
+        seq_len: Optional[int] = typer.Option(None),
+        tokens: Optional[str] = typer.Option(None, help="training tokens (300B); default: the preset's, else 20/param"),
+        gpus: int = typer.Option(8, help="number of GPUs"), gpu: str = typer.Option("h100", help="GPU type"),
+        mfu: Optional[float] = typer.Option(None, help="override the GPU type's default MFU"),
+        goodput: Optional[float] = typer.Option(None, help="override the GPU type's default goodput"),
+        global_batch: Optional[str] = typer.Option(None, help="tokens per optimizer step (default: preset's or 4M)"),
+        micro_batch: int = typer.Option(1, help="sequences per GPU per forward pass"),
+        precision: str = typer.Option("bf16-mixed", help="bf16-mixed (2+2+12 bytes/param) or fp32 (4+4+8)"),
+        usable: float = typer.Option(0.9, help="share of GPU memory a layout may fill"),
+        tp: Optional[int] = typer.Option(None), pp: Optional[int] = typer.Option(None),
+        zero: Optional[int] = typer.Option(None, help="0 = DDP, 1-3 = ZeRO stage (3 = FSDP)"),
+        recompute: Optional[bool] = typer.Option(None, "--recompute/--no-recompute"),
+        published: bool = typer.Option(False, "--published", help="check the planner against published runs"),
+        as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Memory per GPU, the smallest parallel layout that fits, step time, tokens/s, days and GPU-hours."""
+    try:
+        if published:
+            rows = published_checks()
+            typer.echo(json.dumps(rows, indent=1)) if as_json else render_published(rows)
+            return
+        plan = make_plan(preset, params, dict(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads,
+                                              ffn_hidden=ffn_hidden), vocab, seq_len, tokens, gpus, gpu, mfu, goodput,
+                         global_batch, micro_batch, precision, usable, dict(tp=tp, pp=pp, zero=zero, recompute=recompute))
+    except PlanError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(json.dumps(plan, indent=1)) if as_json else render(plan)
+    if plan["layout"] is None:
+        typer.echo(f"error: no layout of {gpus} x {plan['gpu']['label']} fits; add GPUs, use a bigger GPU, "
+                   f"or lower --micro-batch", err=True)
+        raise typer.Exit(1)
+
+
+def make_plan(preset, params, dims, vocab, seq_len, tokens, gpus, gpu, mfu, goodput, global_batch, micro_batch,
+              precision, usable, fixed) -> dict:
+    """Validate the command line's values and build the plan (one PlanError line for anything wrong)."""
+    table = gpus_table()
+    if gpu.lower() not in table:
+        raise PlanError(f"unknown GPU type {gpu!r}; known: {', '.join(table)}")
+    if precision not in PRECISIONS:
+        raise PlanError(f"unknown --precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    for name, val in (("mfu", mfu), ("goodput", goodput), ("usable", usable)):
+        if val is not None and not 0 < val <= 1:
+            raise PlanError(f"--{name} must be in (0, 1] (got {val})")
+    g = replace(table[gpu.lower()], **{k: v for k, v in (("mfu", mfu), ("goodput", goodput)) if v is not None})
+    shape = resolve_shape(preset, params, vocab, seq_len, dims)
+    n_tok = parse_count(tokens, "--tokens") if tokens else shape.tokens or 20.0 * shape.n_params()
+    batch = parse_count(global_batch, "--global-batch") if global_batch else shape.global_batch or 4e6
+    fixed = {k: v for k, v in fixed.items() if v is not None}
+    return build_plan(shape, g, gpus, n_tok, batch, micro_batch, precision, usable, fixed or None)
+
+
+if __name__ == "__main__":
+    typer.run(plan_command)
