@@ -60,8 +60,11 @@ def upper_shard(i: int, path: str, cfg: UpperConfig, out_dir: str):
     texts = [s + suffix for s in t.column("text").to_pylist()]
     t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts))
     marker = os.environ.get("ZHGPT_TEST_MARKER_DIR")
-    if marker:
-        open(os.path.join(marker, f"upper-{i}"), "w").close()
+    if marker:  # which node ran this task (the multi-node test reads it)
+        import ray
+
+        with open(os.path.join(marker, f"upper-{i}"), "w") as fh:
+            fh.write(ray.get_runtime_context().get_node_id())
     return write_parquet(t, out_dir, f"docs/part-{i:05d}.parquet")
 
 
