@@ -152,6 +152,36 @@ def ui(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt,
         pass
 
 
+@app.command()
+def trace(config: Path = ConfigArg, url: Optional[str] = typer.Option(None, "--url", help="a page's URL"),
+          doc: Optional[str] = typer.Option(None, "--doc", help="a document id"),
+          row: Optional[str] = typer.Option(None, "--row", help="a token row: SPLIT:SHARD:ROW"),
+          run_id: Optional[str] = typer.Option(None, "--run", help="an earlier pipeline run (MLflow run id)"),
+          override: Optional[List[str]] = OverrideOpt,
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output (see README)")) -> None:
+    """Follow a document (--url/--doc) through every stage, or a token row (--row) back to its documents."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.stage import ordered
+    from pipelines.trace import TraceError, run_stage_dirs, trace_docs, trace_row
+
+    cfg = load_cfg(config, override)
+    if sum(x is not None for x in (url, doc, row)) != 1:
+        fail("give exactly one of --url, --doc, --row", 2)
+    try:
+        parent, stages = run_stage_dirs(MlflowClient(tracking_uri_of(cfg)), cfg.pipeline, run_id)
+        out = trace_row(stages, row) if row else trace_docs(stages, ordered(list(stages)), url=url, doc=doc)
+    except TraceError as exc:
+        fail(str(exc), 1)
+    out["pipeline_run_id"] = parent
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=1, default=str))
+    else:
+        from pipelines.trace import render
+
+        typer.echo(render(out))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,179 @@
+"""`zhgpt trace`: follow a document from its URL to the token rows a model trained on, and a row back to its pages.
+
+It reads only the per-stage lookup indexes (`_index/by_id.parquet`, `_index/by_url.parquet`, see index.py) and the
+single row groups that hold the matching rows; never the corpus. The stage directories come from the MLflow parent
+run (the latest finished one of the pipeline, or `--run RUN_ID`): its children's `zhgpt.stage_dir` tags.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipelines.dataset import StageData
+from pipelines.index import lookup, url_hash
+
+# What it means for a document to appear in a stage's output, by output name.
+FATE = {"docs": "kept", "rejects": "rejected", "duplicates": "removed as duplicate", "log": "logged",
+        "rows": "packed into token rows"}
+SKIP_COLUMNS = {"text", "html"}
+
+
+class TraceError(LookupError):
+    """Nothing to trace (unknown URL / id / row, or no finished run): one line, exit 1."""
+
+
+def run_stage_dirs(client: Any, experiment: str, run_id: str | None) -> tuple[str, dict[str, tuple[Path, str]]]:
+    """(parent run id, {stage: (dir, child run id)}) of a pipeline run."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise TraceError(f"no MLflow experiment {experiment!r}: run the pipeline first")
+    if run_id is None:
+        runs = client.search_runs([exp.experiment_id], "tags.`zhgpt.kind` = 'pipeline' and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            raise TraceError(f"pipeline {experiment!r} has no finished run yet")
+        run_id = runs[0].info.run_id
+    kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    if not kids:
+        raise TraceError(f"MLflow run {run_id} has no stage runs (is it a zhgpt pipeline run?)")
+    return run_id, {k.data.tags["zhgpt.stage"]: (Path(k.data.tags["zhgpt.stage_dir"]), k.info.run_id) for k in kids
+                    if "zhgpt.stage_dir" in k.data.tags}
+
+
+def read_row(path: Path, row: int) -> dict[str, Any]:
+    """One row of a Parquet shard, reading only the row group that holds it (text columns left out)."""
+    f = pq.ParquetFile(path)
+    start = 0
+    for g in range(f.num_row_groups):
+        n = f.metadata.row_group(g).num_rows
+        if row < start + n:
+            cols = [c for c in f.schema_arrow.names if c not in SKIP_COLUMNS]
+            return f.read_row_group(g, columns=cols).slice(row - start, 1).to_pylist()[0]
+        start += n
+    raise TraceError(f"{path}: no row {row}")
+
+
+def _records(data: StageData, hits: list[dict]) -> list[dict[str, Any]]:
+    out = []
+    for h in hits:
+        shard = data.manifest.outputs[h["output"]].shards[h["shard"]]
+        rec = read_row(data.dir / shard.path, h["row"])
+        out.append({"output": h["output"], "fate": FATE.get(h["output"], h["output"]), "shard": shard.path,
+                    "row": h["row"], **rec})
+    return out
+
+
+def _open(stages: dict[str, tuple[Path, str]]) -> dict[str, StageData]:
+    return {name: StageData.open(d) for name, (d, _) in stages.items() if (d / "_index/by_id.parquet").exists()}
+
+
+def trace_docs(stages: dict[str, tuple[Path, str]], order: list[str], url: str | None = None,
+               doc: str | None = None) -> dict[str, Any]:
+    data = _open(stages)
+    ids: list[str] = [doc] if doc else []
+    url_only: dict[str, list] = {}
+    if url:
+        for name in order:
+            if name not in data:
+                continue
+            hits = [h for h in lookup(data[name].dir / "_index/by_url.parquet", "url_hash", url_hash(url)).to_pylist()
+                    if h["url"] == url]
+            ids += [h["id"] for h in hits if h["id"] and h["id"] not in ids]
+            no_id = [h for h in hits if not h["id"]]
+            if no_id:
+                url_only[name] = _records(data[name], no_id)
+    documents = []
+    for i in ids:
+        per_stage = {}
+        for name in order:
+            if name not in data:
+                continue
+            hits = lookup(data[name].dir / "_index/by_id.parquet", "id", i).to_pylist()
+            per_stage[name] = {"run_id": stages[name][1], "fate": "absent" if not hits else
+                               FATE.get(hits[0]["output"], hits[0]["output"]), "records": _records(data[name], hits)}
+        if any(s["records"] for s in per_stage.values()):
+            documents.append({"id": i, "stages": per_stage})
+    if not documents and not url_only:
+        raise TraceError(f"{'url ' + url if url else 'document ' + str(doc)} was never seen by this pipeline run")
+    return {"query": {"url": url, "doc": doc}, "documents": documents, "url_records": url_only}
+
+
+def parse_row(spec: str) -> tuple[str, int, int]:
+    try:
+        split, shard, row = spec.split(":")
+        return split, int(shard), int(row)
+    except ValueError:
+        raise TraceError(f"--row {spec!r}: expected SPLIT:SHARD:ROW, e.g. train:0:12") from None
+
+
+def trace_row(stages: dict[str, tuple[Path, str]], spec: str) -> dict[str, Any]:
+    """The documents packed in one training row, their spans, and the row's decoded text."""
+    split, shard, row = parse_row(spec)
+    if "tokenize" not in stages:
+        raise TraceError("this run has no tokenize stage")
+    tok = StageData.open(stages["tokenize"][0])
+    if split not in tok.manifest.outputs or shard >= len(tok.manifest.outputs[split].shards):
+        raise TraceError(f"--row {spec}: tokenize has no {split} shard {shard}")
+    arrow = tok.dir / tok.manifest.outputs[split].shards[shard].path
+    sidecar = next((s for s in tok.manifest.outputs["rows"].shards if Path(s.path).stem == f"{split}-{shard:05d}"), None)
+    if sidecar is None:
+        raise TraceError(f"--row {spec}: no lineage sidecar for {split} shard {shard}")
+    segs = pq.read_table(tok.dir / sidecar.path, filters=[("row", "=", row)]).to_pylist()
+    if not segs:
+        raise TraceError(f"--row {spec}: {split} shard {shard} has no row {row}")
+    tokens = _row_tokens(arrow, row)
+    sp = _processor(stages)
+    docs = [{"id": s["id"], "url": s["url"], "source_name": s["source_name"], "start": s["start"],
+             "length": s["length"], "doc_offset": s["doc_offset"],
+             "text": sp.decode(tokens[s["start"]:s["start"] + s["length"]]) if sp else None} for s in segs]
+    return {"query": {"row": spec}, "run_id": stages["tokenize"][1], "shard": str(arrow), "tokens": len(tokens),
+            "documents": docs, "text": sp.decode(tokens) if sp else None}
+
+
+def _row_tokens(path: Path, row: int) -> list[int]:
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as src:
+        t = pa.ipc.open_file(src).read_all().column("tokens")
+        return [int(x) for x in t[row].values.to_pylist()]
+
+
+def _processor(stages: dict[str, tuple[Path, str]]):
+    if "tokenizer" not in stages:
+        return None
+    import sentencepiece as spm
+
+    data = StageData.open(stages["tokenizer"][0])
+    model = next(p for p in data.paths("model") if p.suffix == ".model")
+    return spm.SentencePieceProcessor(model_file=str(model))
+
+
+def _brief(rec: dict[str, Any]) -> str:
+    keep = {k: v for k, v in rec.items() if k not in ("output", "fate", "shard", "row", "id", "url", "title")
+            and v not in (None, "")}
+    return ", ".join(f"{k}={v}" for k, v in list(keep.items())[:8])
+
+
+def render(out: dict[str, Any]) -> str:
+    """Human-readable form of a trace (the JSON form carries every field)."""
+    lines = [f"pipeline run {out['pipeline_run_id']}"]
+    if "row" in out["query"]:
+        lines.append(f"row {out['query']['row']} ({out['tokens']} tokens) in {out['shard']}")
+        for d in out["documents"]:
+            lines.append(f"  tokens [{d['start']}, {d['start'] + d['length']}) <- {d['url']} (id {d['id']}, "
+                         f"{d['source_name']}, from token {d['doc_offset']} of the document)")
+        if out.get("text") is not None:
+            lines += ["--- decoded row ---", out["text"]]
+        return "\n".join(lines)
+    for d in out["documents"]:
+        lines.append(f"document {d['id']}")
+        for stage, s in d["stages"].items():
+            lines.append(f"  {stage:<10} {s['fate']:<22} (MLflow run {s['run_id']})")
+            for r in s["records"]:
+                lines.append(f"      {r['output']}[{r['shard']}#{r['row']}] {_brief(r)}")
+    for stage, recs in out.get("url_records", {}).items():
+        for r in recs:
+            lines.append(f"{stage}: {r['output']}[{r['shard']}#{r['row']}] {_brief(r)}")
+    return "\n".join(lines)
