@@ -5,6 +5,7 @@ Exit codes: 0 ok; 1 a stage failed or verify found damage; 2 bad config / bad co
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def load_cfg(config: Path, overrides: Optional[List[str]], ray_address: str | No
 def tracking_uri_of(cfg: RootBase) -> str:
     from pipelines.lineage import default_uri
 
-    return cfg.tracking_uri or default_uri(cfg.work_dir)
+    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(cfg.work_dir)
 
 
 def execute(cfg: RootBase, from_: str | None = None, only: str | None = None, force: list[str] | None = None,
@@ -180,6 +181,16 @@ def trace(config: Path = ConfigArg, url: Optional[str] = typer.Option(None, "--u
         from pipelines.trace import render
 
         typer.echo(render(out))
+
+
+def _register_plan() -> None:
+    from pipelines.plan import plan_command
+
+    app.command("plan", help="What a pretraining run takes: memory per GPU, parallel layout, days, GPU-hours.")(
+        plan_command)
+
+
+_register_plan()
 
 
 def main() -> None:

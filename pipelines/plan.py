@@ -125,9 +125,7 @@ def read_yaml(name: str) -> dict:
 
 
 def parse_count(text, what: str) -> float:
-    """'175B', '1.5T', '300e9', '7b', 3.2e6 -> float; one clear line otherwise."""
-    if isinstance(text, (int, float)):
-        return float(text)
+    """'175B', '1.5T', '300e9', '7b' -> float; one clear line otherwise."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbt]?)\s*", str(text), re.I)
     if not m:
         raise PlanError(f"{what}: {text!r} is not a count (write e.g. 175B, 1.5T, 300e9)")
@@ -154,7 +152,9 @@ def train_preset_shape(name: str, data: dict, vocab: int) -> Shape:
 
 
 def shapes_table(vocab: Optional[int] = None) -> dict[str, Shape]:
-    out = {name: Shape(name=name, **row) for name, row in read_yaml("shapes.yaml").items()}
+    """Named shapes: configs/plan/shapes.yaml, then the train presets; `vocab` replaces every vocabulary."""
+    out = {name: Shape(name=name, **{**row, **({"vocab": vocab} if vocab else {})})
+           for name, row in read_yaml("shapes.yaml").items()}
     for path in sorted(TRAIN_PRESETS.glob("*.yaml")):
         out.setdefault(path.stem, train_preset_shape(path.stem, yaml.safe_load(path.read_text()), vocab or TRAIN_VOCAB))
     return out
@@ -229,7 +229,8 @@ def smallest_fit(shape: Shape, gpus: int, gpu: Gpu, usable: float = 0.9, fixed: 
     layout with the least communication and recomputation that fits `usable` of the GPU's memory. `fixed` pins
     any of tp/pp/zero/recompute (the command line's --tp/--pp/--zero/--recompute)."""
     cap, fixed = gpu.memory_gib * GIB * usable, fixed or {}
-    want = [x for x in candidate_layouts(shape, gpus, gpu.per_node) if all(getattr(x, k) == v for k, v in fixed.items())]
+    want = [x for x in candidate_layouts(shape, gpus, gpu.per_node)
+            if all(getattr(x, k) == v for k, v in fixed.items())]
     if not want:
         raise PlanError(f"no layout of {gpus} GPUs matches {fixed} (TP*PP must divide the GPU count, PP the layers)")
     fits = [lay for lay in want if memory(shape, lay, **kw)["total"] <= cap]
@@ -276,16 +277,18 @@ def resolve_shape(preset: Optional[str], params: Optional[str], vocab: Optional[
         if preset not in table:
             raise PlanError(f"unknown preset {preset!r}; known: {', '.join(table)} (or give --params and a shape)")
         shape = table[preset]
-    elif params:
-        shape = shape_from_params(parse_count(params, "--params"), vocab or TRAIN_VOCAB, seq_len or 2048)
-    elif dims.get("layers") and dims.get("d_model"):
-        d = dims["d_model"]
-        shape = Shape(name="custom", layers=dims["layers"], d_model=d, heads=max(1, d // 128),
-                      ffn_hidden=-(-int(8 * d / 3) // 64) * 64, vocab=vocab or TRAIN_VOCAB, seq_len=seq_len or 2048)
+    elif params or (dims.get("layers") and dims.get("d_model")):
+        n = parse_count(params, "--params") if params else 12 * dims["layers"] * dims["d_model"] ** 2
+        shape = shape_from_params(n, vocab or TRAIN_VOCAB, seq_len or 2048)
     else:
         raise PlanError("say which model: --preset NAME, --params COUNT, or --layers and --d-model")
     given = {k: v for k, v in {**dims, "vocab": vocab if not preset else None, "seq_len": seq_len}.items() if v}
+    if "d_model" in given:  # a new width keeps 128-wide heads and a 4x MLP unless those are given too
+        given = {"heads": max(1, given["d_model"] // 128), "ffn_hidden": 4 * given["d_model"], **given}
     shape = replace(shape, **given)
+    if not preset:  # name it by what the final shape holds
+        title = "shape from --layers/--d-model/..." if any(dims.values()) else shape.title
+        shape = replace(shape, name=f"{shape.n_params() / 1e9:.3g}B", title=title)
     if shape.d_model % shape.heads or shape.heads % shape.kv:
         raise PlanError(f"d_model {shape.d_model} must divide by heads {shape.heads}, and heads by kv heads {shape.kv}")
     return shape
@@ -310,7 +313,9 @@ def build_plan(shape: Shape, gpu: Gpu, gpus: int, tokens: float, global_batch: f
     return {"shape": asdict(shape), "params": shape.n_params(), "gpu": asdict(gpu), "gpus": gpus, "tokens": tokens,
             "global_batch": global_batch, "micro_batch": micro_batch, "precision": precision,
             "capacity_bytes": gpu.memory_gib * GIB * usable, "memory": table,
-            "layout": asdict(pick) | {"label": pick.label()} if pick else None, "estimate": est}
+            "layout": asdict(pick) | {"label": pick.label()} if pick else None, "estimate": est,
+            "min_gpus": None if pick else next((n for n in (gpu.per_node * 2**k for k in range(14)) if n > gpus
+                                                and smallest_fit(shape, n, gpu, usable, None, **kw)), None)}
 
 
 def fmt_count(x: float) -> str:
@@ -328,13 +333,15 @@ def render(plan: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con, s, g, est, cap = Console(width=max(100, shutil.get_terminal_size().columns)), plan["shape"], plan["gpu"], plan["estimate"], plan["capacity_bytes"]
+    con = Console(width=max(100, shutil.get_terminal_size().columns))  # a piped 80 columns would wrap the table
+    s, g, est, cap = plan["shape"], plan["gpu"], plan["estimate"], plan["capacity_bytes"]
     kv = f" kv{s['kv_heads']}" if s["kv_heads"] else ""
     con.print(f"[bold]{s['name']}[/bold] {s['title']}: {fmt_count(plan['params'])} params (L{s['layers']} "
               f"d{s['d_model']} h{s['heads']}{kv} ffn{s['ffn_hidden']} V{s['vocab']} T{s['seq_len']}), "
-              f"{fmt_count(plan['tokens'])} tokens on {plan['gpus']} x {g['label']}")
-    t = Table(title=f"memory per GPU, GiB: {plan['precision']} + AdamW, micro-batch {plan['micro_batch']}; "
-                    f"rc = with activation recompute; fits under {cap / GIB:.0f} GiB")
+              f"{fmt_count(plan['tokens'])} tokens on {plan['gpus']} x {g['label']}", soft_wrap=True)
+    con.print(f"memory per GPU in GiB: {plan['precision']} + AdamW, micro-batch {plan['micro_batch']}, "
+              f"rc = activation recompute, fits = under {cap / GIB:.0f} GiB", soft_wrap=True)
+    t = Table()
     for col in ("layout", "DP", "weights", "grads", "optim", "acts", "acts rc", "total", "total rc", "fits"):
         t.add_column(col, justify="left" if col in ("layout", "fits") else "right")
     for row in plan["memory"]:
@@ -362,14 +369,12 @@ def render_published(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="planner (default MFU and goodput per GPU) vs published runs")
-    for col in ("run", "gpu", "figure", "published", "planner", "error", "implied MFU"):
-        t.add_column(col)
+    t = Table("run", "gpu", "figure", "published", "planner", "error", "implied MFU",
+              title="planner (default MFU and goodput per GPU) vs published runs")
     for r in rows:
-        err = f"{r['error']:+.0%}" + ("" if r["check"] else " (not checked)")
-        t.add_row(r["run"], r["gpu"], r["metric"], fmt_count(r["published"]), fmt_count(r["predicted"]), err,
-                  f"{r['implied_mfu']:.0%}")
-    Console().print(t)
+        t.add_row(r["run"], r["gpu"], r["metric"], fmt_count(r["published"]), fmt_count(r["predicted"]),
+                  f"{r['error']:+.0%}" + ("" if r["check"] else " (not checked)"), f"{r['implied_mfu']:.0%}")
+    Console(width=max(100, shutil.get_terminal_size().columns)).print(t)
     for r in rows:
         typer.echo(f"  {r['run']}: {r['source']}")
 
@@ -377,10 +382,9 @@ def render_published(rows: list[dict]) -> None:
 def plan_command(
         preset: Optional[str] = typer.Option(None, help="model preset: 175b, llama2-70b, ..., or a train preset"),
         params: Optional[str] = typer.Option(None, help="parameter count (175B); GPT-3 proportions unless shaped"),
-        layers: Optional[int] = typer.Option(None), d_model: Optional[int] = typer.Option(None),
-        heads: Optional[int] = typer.Option(None), kv_heads: Optional[int] = typer.Option(None),
-        ffn_hidden: Optional[int] = typer.Option(None), vocab: Optional[int] = typer.Option(None),
-        seq_len: Optional[int] = typer.Option(None),
+        layers: Optional[int] = None, d_model: Optional[int] = None, heads: Optional[int] = None,
+        kv_heads: Optional[int] = None, ffn_hidden: Optional[int] = None, vocab: Optional[int] = None,
+        seq_len: Optional[int] = None,
         tokens: Optional[str] = typer.Option(None, help="training tokens (300B); default: the preset's, else 20/param"),
         gpus: int = typer.Option(8, help="number of GPUs"), gpu: str = typer.Option("h100", help="GPU type"),
         mfu: Optional[float] = typer.Option(None, help="override the GPU type's default MFU"),
@@ -389,7 +393,7 @@ def plan_command(
         micro_batch: int = typer.Option(1, help="sequences per GPU per forward pass"),
         precision: str = typer.Option("bf16-mixed", help="bf16-mixed (2+2+12 bytes/param) or fp32 (4+4+8)"),
         usable: float = typer.Option(0.9, help="share of GPU memory a layout may fill"),
-        tp: Optional[int] = typer.Option(None), pp: Optional[int] = typer.Option(None),
+        tp: Optional[int] = None, pp: Optional[int] = None,
         zero: Optional[int] = typer.Option(None, help="0 = DDP, 1-3 = ZeRO stage (3 = FSDP)"),
         recompute: Optional[bool] = typer.Option(None, "--recompute/--no-recompute"),
         published: bool = typer.Option(False, "--published", help="check the planner against published runs"),
@@ -400,16 +404,18 @@ def plan_command(
             rows = published_checks()
             typer.echo(json.dumps(rows, indent=1)) if as_json else render_published(rows)
             return
-        plan = make_plan(preset, params, dict(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads,
-                                              ffn_hidden=ffn_hidden), vocab, seq_len, tokens, gpus, gpu, mfu, goodput,
-                         global_batch, micro_batch, precision, usable, dict(tp=tp, pp=pp, zero=zero, recompute=recompute))
+        dims = dict(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden)
+        fixed = dict(tp=tp, pp=pp, zero=zero, recompute=recompute)
+        plan = make_plan(preset, params, dims, vocab, seq_len, tokens, gpus, gpu, mfu, goodput, global_batch,
+                         micro_batch, precision, usable, fixed)
     except PlanError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     typer.echo(json.dumps(plan, indent=1)) if as_json else render(plan)
     if plan["layout"] is None:
-        typer.echo(f"error: no layout of {gpus} x {plan['gpu']['label']} fits; add GPUs, use a bigger GPU, "
-                   f"or lower --micro-batch", err=True)
+        need = plan["min_gpus"] or "no count up to 65536"
+        typer.echo(f"error: no layout of {gpus} x {plan['gpu']['label']} fits; {need} GPUs would "
+                   f"(or use a bigger GPU, a smaller --micro-batch)", err=True)
         raise typer.Exit(1)
 
 

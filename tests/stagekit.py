@@ -53,18 +53,21 @@ def run_gen(ctx: StageContext) -> StageResult:
 
 
 def upper_shard(i: int, path: str, cfg: UpperConfig, out_dir: str):
+    marker = os.environ.get("ZHGPT_TEST_MARKER_DIR")
+    if marker:  # which node runs this task, written when it starts (the cluster tests read it)
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        open(os.path.join(marker, f"start-{i}-{node}"), "w").close()
     if cfg.slow_ms:
         time.sleep(cfg.slow_ms / 1000)
     t = read_shard(path)
     suffix = cfg.suffix_file.read_text(encoding="utf-8").splitlines()[0] if cfg.suffix_file else cfg.suffix
     texts = [s + suffix for s in t.column("text").to_pylist()]
     t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts))
-    marker = os.environ.get("ZHGPT_TEST_MARKER_DIR")
-    if marker:  # which node ran this task (the multi-node test reads it)
-        import ray
-
-        with open(os.path.join(marker, f"upper-{i}"), "w") as fh:
-            fh.write(ray.get_runtime_context().get_node_id())
+    if marker:
+        with open(os.path.join(marker, f"done-{i}"), "w") as fh:
+            fh.write(node)
     return write_parquet(t, out_dir, f"docs/part-{i:05d}.parquet")
 
 

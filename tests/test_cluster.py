@@ -106,27 +106,31 @@ def two_node_cluster(tmp_path_factory):
         procs.append(subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={address}",
                                        "--resources", json.dumps({"worker_node": 1}), *common], env=env,
                                       stdout=open(d / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
-        _wait_nodes(address, env, 2)
-        yield address, env
+        nodes = _wait_nodes(address, env, 2)
+        worker_id = next(n for n, res in nodes.items() if "worker_node" in res)
+        yield address, env, procs[1], worker_id
     finally:
         for p in reversed(procs):
             stop(p)
 
 
-def _wait_nodes(address: str, env: dict, n: int, seconds: float = 60) -> None:
-    probe = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-             "print(sum(1 for x in ray.nodes() if x['Alive']))")
+def _wait_nodes(address: str, env: dict, n: int, seconds: float = 90) -> dict[str, dict]:
+    """Wait for n live nodes; return {node_id: resources}."""
+    probe = ("import json,ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+             "print(json.dumps({x['NodeID']: x['Resources'] for x in ray.nodes() if x['Alive']}))")
     deadline = time.time() + seconds
     while time.time() < deadline:
         out = subprocess.run([sys.executable, "-c", probe, address], env=env, capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip().endswith(str(n)):
-            return
+        if out.returncode == 0:
+            nodes = json.loads(out.stdout.strip().splitlines()[-1])
+            if len(nodes) == n:
+                return nodes
         time.sleep(1)
     raise TimeoutError(f"Ray cluster at {address} did not reach {n} nodes")
 
 
 def test_two_node_run_matches_single_node(ray_session, kit_config, two_node_cluster, tmp_path):
-    address, env = two_node_cluster
+    address, env, _, _ = two_node_cluster
     markers = tmp_path / "markers"
     markers.mkdir()
     cfg_path = kit_config(gen={"shards": 6})
@@ -135,8 +139,33 @@ def test_two_node_run_matches_single_node(ray_session, kit_config, two_node_clus
     out = subprocess.run([*ZHGPT, "run", str(cfg_path), "--ray-address", address, "-o", "ray.workers=2"],
                          env=run_env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    nodes = {p.read_text() for p in markers.iterdir()}
+    nodes = {p.read_text() for p in markers.glob("done-*")}
     assert len(nodes) == 2, nodes  # upper's tasks ran on both nodes
     status = subprocess.run([*ZHGPT, "status", str(cfg_path), "--json"], capture_output=True, text=True, env=env)
     multi = {r["stage"]: {n: o["digest"] for n, o in r["outputs"].items()} for r in json.loads(status.stdout)["stages"]}
     assert multi == {n: p.manifest.digests for n, p in single.plans.items()}
+
+
+def test_worker_node_killed_mid_stage(ray_session, kit_config, two_node_cluster, tmp_path):
+    """SIGKILL the worker node (its raylet and workers) once it runs an `upper` task: the stage still finishes on
+    the head node, with the digests of an undisturbed run. Runs last: the cluster has one node afterwards."""
+    address, env, worker_proc, worker_id = two_node_cluster
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    cfg_path = kit_config(gen={"shards": 6})
+    ref = execute(load(cfg_path, [f"work_dir={tmp_path / 'ref'}"]))
+    run = subprocess.Popen([*ZHGPT, "run", str(cfg_path), "--ray-address", address, "-o", "ray.workers=2",
+                            "-o", "upper.slow_ms=3000"], env={**env, "ZHGPT_TEST_MARKER_DIR": str(markers)},
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while not list(markers.glob(f"start-*-{worker_id}")) and time.time() < deadline and run.poll() is None:
+        time.sleep(0.2)
+    assert list(markers.glob(f"start-*-{worker_id}")), "no upper task reached the worker node"
+    os.killpg(worker_proc.pid, signal.SIGKILL)
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out[-3000:]
+    finished_on = {p.read_text() for p in markers.glob("done-*")}
+    assert len(list(markers.glob("done-*"))) == 6 and finished_on != {worker_id}
+    status = subprocess.run([*ZHGPT, "status", str(cfg_path), "--json"], capture_output=True, text=True, env=env)
+    got = {r["stage"]: {n: o["digest"] for n, o in r["outputs"].items()} for r in json.loads(status.stdout)["stages"]}
+    assert got == {n: p.manifest.digests for n, p in ref.plans.items()}
