@@ -72,14 +72,17 @@ def _write(t: pa.Table, stage_dir: Path, rel: str) -> ShardInfo:
 
 
 def lookup(index_path: Path, column: str, value: str) -> pa.Table:
-    """Rows of a sorted index whose `column` equals value; row-group statistics skip all other groups."""
-    f = pq.ParquetFile(index_path)
-    ci = f.schema_arrow.get_field_index(column)
-    hits = []
-    for g in range(f.num_row_groups):
-        st = f.metadata.row_group(g).column(ci).statistics
-        if st is not None and st.has_min_max and not (st.min <= value <= st.max):
-            continue
-        t = f.read_row_group(g)
-        hits.append(t.filter(pc.equal(t.column(column), value)))
-    return pa.concat_tables(hits) if hits else f.schema_arrow.empty_table()
+    """Rows of a sorted index whose `column` equals value; row-group statistics skip all other groups.
+
+    Files are opened with Python's open() (not pyarrow's own), so audit hooks see exactly what a lookup reads."""
+    with open(index_path, "rb") as fh:
+        f = pq.ParquetFile(fh)
+        ci = f.schema_arrow.get_field_index(column)
+        hits = []
+        for g in range(f.num_row_groups):
+            st = f.metadata.row_group(g).column(ci).statistics
+            if st is not None and st.has_min_max and not (st.min <= value <= st.max):
+                continue
+            t = f.read_row_group(g)
+            hits.append(t.filter(pc.equal(t.column(column), value)))
+        return pa.concat_tables(hits) if hits else f.schema_arrow.empty_table()

@@ -6,6 +6,7 @@ run (the latest finished one of the pipeline, or `--run RUN_ID`): its children's
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pipelines.index import lookup, url_hash
 # What it means for a document to appear in a stage's output, by output name.
 FATE = {"docs": "kept", "rejects": "rejected", "duplicates": "removed as duplicate", "log": "logged",
         "rows": "packed into token rows"}
+FIRST_STAGE_FATE = {"docs": "fetched"}  # a document in the first stage's docs was fetched / read, not "kept"
 SKIP_COLUMNS = {"text", "html"}
 
 
@@ -44,14 +46,15 @@ def run_stage_dirs(client: Any, experiment: str, run_id: str | None) -> tuple[st
 
 def read_row(path: Path, row: int) -> dict[str, Any]:
     """One row of a Parquet shard, reading only the row group that holds it (text columns left out)."""
-    f = pq.ParquetFile(path)
-    start = 0
-    for g in range(f.num_row_groups):
-        n = f.metadata.row_group(g).num_rows
-        if row < start + n:
-            cols = [c for c in f.schema_arrow.names if c not in SKIP_COLUMNS]
-            return f.read_row_group(g, columns=cols).slice(row - start, 1).to_pylist()[0]
-        start += n
+    with open(path, "rb") as fh:  # Python's open(): audit hooks see every file a trace reads
+        f = pq.ParquetFile(fh)
+        start = 0
+        for g in range(f.num_row_groups):
+            n = f.metadata.row_group(g).num_rows
+            if row < start + n:
+                cols = [c for c in f.schema_arrow.names if c not in SKIP_COLUMNS]
+                return f.read_row_group(g, columns=cols).slice(row - start, 1).to_pylist()[0]
+            start += n
     raise TraceError(f"{path}: no row {row}")
 
 
@@ -80,19 +83,22 @@ def trace_docs(stages: dict[str, tuple[Path, str]], order: list[str], url: str |
                 continue
             hits = [h for h in lookup(data[name].dir / "_index/by_url.parquet", "url_hash", url_hash(url)).to_pylist()
                     if h["url"] == url]
-            ids += [h["id"] for h in hits if h["id"] and h["id"] not in ids]
+            for h in hits:
+                if h["id"] and h["id"] not in ids:
+                    ids.append(h["id"])
             no_id = [h for h in hits if not h["id"]]
             if no_id:
                 url_only[name] = _records(data[name], no_id)
     documents = []
     for i in ids:
         per_stage = {}
-        for name in order:
+        for k, name in enumerate(order):
             if name not in data:
                 continue
             hits = lookup(data[name].dir / "_index/by_id.parquet", "id", i).to_pylist()
+            fates = {**FATE, **(FIRST_STAGE_FATE if k == 0 else {})}
             per_stage[name] = {"run_id": stages[name][1], "fate": "absent" if not hits else
-                               FATE.get(hits[0]["output"], hits[0]["output"]), "records": _records(data[name], hits)}
+                               fates.get(hits[0]["output"], hits[0]["output"]), "records": _records(data[name], hits)}
         if any(s["records"] for s in per_stage.values()):
             documents.append({"id": i, "stages": per_stage})
     if not documents and not url_only:
@@ -120,7 +126,8 @@ def trace_row(stages: dict[str, tuple[Path, str]], spec: str) -> dict[str, Any]:
     sidecar = next((s for s in tok.manifest.outputs["rows"].shards if Path(s.path).stem == f"{split}-{shard:05d}"), None)
     if sidecar is None:
         raise TraceError(f"--row {spec}: no lineage sidecar for {split} shard {shard}")
-    segs = pq.read_table(tok.dir / sidecar.path, filters=[("row", "=", row)]).to_pylist()
+    with open(tok.dir / sidecar.path, "rb") as fh:
+        segs = pq.read_table(fh, filters=[("row", "=", row)]).to_pylist()
     if not segs:
         raise TraceError(f"--row {spec}: {split} shard {shard} has no row {row}")
     tokens = _row_tokens(arrow, row)
@@ -135,9 +142,15 @@ def trace_row(stages: dict[str, tuple[Path, str]], spec: str) -> dict[str, Any]:
 def _row_tokens(path: Path, row: int) -> list[int]:
     import pyarrow as pa
 
+    sys.audit("open", str(path), "rb", 0)  # memory-mapped: only the pages of this row are read from disk
     with pa.memory_map(str(path)) as src:
-        t = pa.ipc.open_file(src).read_all().column("tokens")
-        return [int(x) for x in t[row].values.to_pylist()]
+        reader = pa.ipc.open_file(src)
+        for b in range(reader.num_record_batches):
+            batch = reader.get_batch(b)
+            if row < batch.num_rows:
+                return [int(x) for x in batch.column("tokens")[row].values.to_pylist()]
+            row -= batch.num_rows
+    raise TraceError(f"{path}: no such row")
 
 
 def _processor(stages: dict[str, tuple[Path, str]]):
