@@ -63,8 +63,7 @@ def _records(data: StageData, hits: list[dict]) -> list[dict[str, Any]]:
     for h in hits:
         shard = data.manifest.outputs[h["output"]].shards[h["shard"]]
         rec = read_row(data.dir / shard.path, h["row"])
-        out.append({"output": h["output"], "fate": FATE.get(h["output"], h["output"]), "shard": shard.path,
-                    "row": h["row"], **rec})
+        out.append({**rec, "output": h["output"], "file": shard.path, "file_row": h["row"]})
     return out
 
 
@@ -164,7 +163,7 @@ def _processor(stages: dict[str, tuple[Path, str]]):
 
 
 def _brief(rec: dict[str, Any]) -> str:
-    keep = {k: v for k, v in rec.items() if k not in ("output", "fate", "shard", "row", "id", "url", "title")
+    keep = {k: v for k, v in rec.items() if k not in ("output", "file", "file_row", "id", "url", "title")
             and v not in (None, "")}
     return ", ".join(f"{k}={v}" for k, v in list(keep.items())[:8])
 
@@ -185,8 +184,8 @@ def render(out: dict[str, Any]) -> str:
         for stage, s in d["stages"].items():
             lines.append(f"  {stage:<10} {s['fate']:<22} (MLflow run {s['run_id']})")
             for r in s["records"]:
-                lines.append(f"      {r['output']}[{r['shard']}#{r['row']}] {_brief(r)}")
+                lines.append(f"      {r['file']}#{r['file_row']}: {_brief(r)}")
     for stage, recs in out.get("url_records", {}).items():
         for r in recs:
-            lines.append(f"{stage}: {r['output']}[{r['shard']}#{r['row']}] {_brief(r)}")
+            lines.append(f"{stage}: {r['file']}#{r['file_row']}: {_brief(r)}")
     return "\n".join(lines)

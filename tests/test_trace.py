@@ -86,7 +86,7 @@ def test_lookup_opens_only_indexes_and_needed_shards(e2e_run):
                      else None)
     out = trace_docs(stages, ordered(list(stages)), url=f"{site['base']}/choosing.html")
     data_files = {p for p in opened if not p.endswith("manifest.json") and "/_index/" not in p}
-    needed = {str(stages[s][0] / r["shard"]) for d in out["documents"] for s, st in d["stages"].items()
+    needed = {str(stages[s][0] / r["file"]) for d in out["documents"] for s, st in d["stages"].items()
               for r in st["records"]}
     assert data_files == needed
     corpus = {str(p) for s in ("crawl", "clean", "dedupe") for p in report.plans[s].dir.glob("docs/*.parquet")}
