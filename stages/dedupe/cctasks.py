@@ -1,0 +1,82 @@
+"""Ray tasks for the distributed connected components and the keep rule (see stages/dedupe/tasks.py for the
+file layout). Each task reads the files addressed to its partition and writes files addressed to others.
+
+Keep rule: per component, against documents first (a corpus never re-admits what it already has), then the
+longest text, ties by the smallest id.
+
+Run: through the stage; tested by `.venv/bin/python -m pytest -q tests/stages/test_dedupe_stage.py`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from stages.dedupe import components as cc
+from stages.dedupe.sources import gid_source
+from stages.dedupe.tasks import read_all, read_ipc, write_ipc
+
+
+def _write_routed(routed, out: Path, q: int) -> None:
+    for dest, (u, v) in enumerate(routed):
+        write_ipc(pa.table({"u": u, "v": v}), out / f"from-{q:05d}" / f"p-{dest:04d}.arrow")
+
+
+def large_round(r: int, q: int, root: str, partitions: int) -> tuple[int, int]:
+    """Large-star on partition q of round r; writes labels (final once the edge set stops changing)."""
+    root_p = Path(root)
+    u, v = read_all(list(root_p.glob(f"cc/r{r:03d}/from-*/p-{q:04d}.arrow")), ["u", "v"])
+    (lo, hi), (nodes, labels), digest = cc.large_star(u, v)
+    write_ipc(pa.table({"gid": nodes, "label": labels}), root_p / "cc" / f"labels-{r:03d}" / f"p-{q:04d}.arrow")
+    _write_routed(cc.route_small(lo, hi, partitions), root_p / "cc" / f"r{r:03d}s", q)
+    return digest
+
+
+def small_round(r: int, q: int, root: str, partitions: int) -> int:
+    root_p = Path(root)
+    u, v = read_all(list(root_p.glob(f"cc/r{r:03d}s/from-*/p-{q:04d}.arrow")), ["u", "v"])
+    lo, hi = cc.small_star(u, v)
+    _write_routed(cc.route_large(lo, hi, partitions), root_p / "cc" / f"r{r + 1:03d}", q)
+    return len(lo)
+
+
+def resolve(q: int, r: int, root: str, partitions: int) -> int:
+    """Attach node attributes to the final labels and route each node to its component's partition."""
+    root_p = Path(root)
+    lab = read_ipc(root_p / "cc" / f"labels-{r:03d}" / f"p-{q:04d}.arrow")
+    nodes = [read_ipc(p) for p in sorted(root_p.glob(f"nodes/v-*/p-{q:04d}.arrow"))]
+    attrs = pa.concat_tables(nodes).group_by("gid").aggregate([("length", "max"), ("id", "min"), ("against", "max")])
+    joined = lab.join(attrs, "gid", join_type="inner").rename_columns(
+        {"length_max": "length", "id_min": "id", "against_max": "against"})
+    dest = cc.partition_of(joined.column("label").to_numpy(), partitions)
+    for p in range(partitions):
+        write_ipc(joined.filter(pa.array(dest == p)), root_p / "resolve" / f"from-{q:05d}" / f"p-{p:04d}.arrow")
+    return joined.num_rows
+
+
+def keep(q: int, root: str, sample: int) -> dict:
+    """Pick each component's kept document; route removed input documents to the writer of their shard."""
+    root_p = Path(root)
+    parts = [read_ipc(p) for p in sorted(root_p.glob(f"resolve/from-*/p-{q:04d}.arrow"))]
+    t = pa.concat_tables(parts) if parts else None
+    if t is None or t.num_rows == 0:
+        return {"clusters": 0, "largest": 0, "sample": []}
+    t = t.sort_by([("label", "ascending"), ("against", "descending"),
+                                         ("length", "descending"), ("id", "ascending")])
+    label = t.column("label").to_numpy()
+    first = np.r_[True, label[1:] != label[:-1]]
+    starts = np.flatnonzero(first)
+    sizes = np.diff(np.r_[starts, len(label)])
+    gid = t.column("gid").to_numpy()
+    kept_pos = np.repeat(starts, sizes)
+    members = pa.table({"gid": gid, "kept_gid": gid[kept_pos], "kept_id": t.column("id").take(pa.array(kept_pos)),
+                        "kept_against": t.column("against").to_numpy(zero_copy_only=False)[kept_pos],
+                        "size": np.repeat(sizes, sizes)}).filter(pa.array(~first))
+    src = gid_source(members.column("gid").to_numpy())
+    for s in np.unique(src):
+        write_ipc(members.filter(pa.array(src == s)), root_p / "members" / f"from-{q:05d}" / f"s-{s:05d}.arrow")
+    ids = t.column("id").to_pylist()
+    order = sorted(range(len(starts)), key=lambda i: (-sizes[i], ids[starts[i]]))[:sample]
+    return {"clusters": len(starts), "largest": int(sizes.max()),
+            "sample": [(int(sizes[i]), ids[starts[i]], int(gid[starts[i]])) for i in order]}

@@ -1,0 +1,164 @@
+"""The dedupe stage's run(): a thin fan-out of the phases in stages/dedupe/tasks.py and cctasks.py, then the
+per-shard writer of kept documents and the duplicates table, the stats and the MLflow artifact.
+
+Run it through the pipeline (`zhgpt run CONFIG`) or in tests with tests/helpers.py run_stage("dedupe", ...).
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.dataset import read_shard, write_parquet
+from pipelines.stage import StageContext, StageResult
+from stages.dedupe import cctasks, tasks
+from stages.dedupe.components import combine_digests
+from stages.dedupe.report import write_clusters_html
+from stages.dedupe.sources import against_sources, check_source, gid_row, gid_source, input_sources
+
+DUP_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("cluster_id", pa.string()),
+                        ("kept_id", pa.string()), ("edge_from", pa.string()), ("edge_jaccard", pa.float64()),
+                        ("jaccard_to_kept", pa.float64()), ("kind", pa.string())])
+RESTART = ["cand", "edges", "edges_in", "cc", "nodes", "resolve", "members"]  # cheap phases, redone on resume
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, parts = ctx.cfg, ctx.cfg.partitions
+    root = ctx.partial_dir / f"p{parts}"
+    for d in RESTART:
+        shutil.rmtree(root / d, ignore_errors=True)
+    inputs = input_sources(ctx.upstream["clean"])
+    sources = inputs + against_sources(cfg.against, cfg.against_text_column)
+    for src in sources[len(inputs):]:
+        check_source(src)
+    n_in = len(inputs)
+    banding = cfg.banding()
+    clock = _Clock()
+    signed = ctx.map(tasks.sign, [(i, s, cfg, str(root), banding, parts) for i, s in enumerate(sources)],
+                     rows_of=lambda st: st["docs"])
+    clock.lap("sign")
+    ctx.map(tasks.bucket, [(p, str(root), cfg.max_bucket_pairs, n_in) for p in range(parts)])
+    clock.lap("bucket")
+    verified = ctx.map(tasks.verify, [(s, str(root), cfg, n_in, parts) for s in range(n_in)])
+    clock.lap("verify")
+    rounds, kept = 0, []
+    if sum(v["verified"] for v in verified):
+        rounds = _components(ctx, str(root), parts)
+        ctx.map(cctasks.resolve, [(q, rounds, str(root), parts) for q in range(parts)])
+        kept = ctx.map(cctasks.keep, [(q, str(root), cfg.sample_clusters) for q in range(parts)])
+    clock.lap("components")
+    written = ctx.map(write_shard, [(s, inputs[s].path, str(root), str(ctx.out_dir), cfg) for s in range(n_in)])
+    clock.lap("write")
+    stats = {**_stats(signed[:n_in], verified, kept, written, rounds, banding), **clock.laps}
+    ctx.log(", ".join(f"{k} {v:.1f}s" for k, v in clock.laps.items()))
+    against = {}
+    for w in written:
+        for s, c in w["against_by_source"].items():
+            against[sources[s].name] = against.get(sources[s].name, 0) + c
+    artifacts = []
+    if cfg.sample_clusters and kept:
+        sample = sorted((c for k in kept for c in k["sample"]), key=lambda c: (-c[0], c[1]))[:cfg.sample_clusters]
+        artifacts.append(write_clusters_html(ctx.out_dir, "clusters.html", sample, root, sources))
+    return StageResult(outputs={"docs": [w["docs"] for w in written], "duplicates": [w["dups"] for w in written]},
+                       stats=stats, extra={"banding": list(banding), "against_removed": against}, artifacts=artifacts)
+
+
+class _Clock:
+    """Wall seconds per phase, reported as stats (seconds_sign, ...) so MLflow shows where the time went."""
+
+    def __init__(self):
+        self.t, self.laps = time.perf_counter(), {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[f"seconds_{name}"] = round(now - self.t, 3)
+        self.t = now
+
+
+def _components(ctx: StageContext, root: str, parts: int) -> int:
+    """Alternate large-star and small-star rounds until the edge set stops changing; the final round index."""
+    last = None
+    for r in range(ctx.cfg.max_cc_rounds):
+        digest = combine_digests(ctx.map(cctasks.large_round, [(r, q, root, parts) for q in range(parts)]))
+        if digest == last:
+            return r
+        last = digest
+        ctx.map(cctasks.small_round, [(r, q, root, parts) for q in range(parts)])
+    raise RuntimeError(f"dedupe: connected components did not converge in {ctx.cfg.max_cc_rounds} rounds; "
+                       f"raise dedupe.max_cc_rounds")
+
+
+def _stats(signed, verified, kept, written, rounds, banding) -> dict:
+    docs_in = sum(s["docs"] for s in signed)
+    removed = sum(w["removed"] for w in written)
+    return {"docs_in": docs_in, "docs_kept": docs_in - removed, "short_docs": sum(s["short_docs"] for s in signed),
+            "exact_dups": sum(w["exact"] for w in written), "near_dups": sum(w["near"] for w in written),
+            "against_dups": sum(w["against"] for w in written), "clusters": sum(k["clusters"] for k in kept),
+            "largest_cluster": max([k["largest"] for k in kept], default=0),
+            "kept_fraction": round((docs_in - removed) / docs_in, 6) if docs_in else 1.0,
+            "chain_drift": round(sum(w["drift"] for w in written) / removed, 6) if removed else 0.0,
+            "candidate_pairs": sum(v["candidates"] for v in verified),
+            "verified_pairs": sum(v["verified"] for v in verified), "cc_rounds": rounds,
+            "bands": banding[0], "rows": banding[1]}
+
+
+def _best_edges(root: Path, s: int, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each removed gid of source s: the other end and Jaccard of its strongest verified edge
+    (ties: the smaller other gid)."""
+    lo, hi, j = tasks.read_all([root / "edges" / f"s-{s:05d}.arrow"], ["lo", "hi", "j"], np.float64)
+    lo2, hi2, j2 = tasks.read_all(list(root.glob(f"edges_in/s-{s:05d}/*.arrow")), ["lo", "hi", "j"], np.float64)
+    node = np.r_[lo, hi2].astype(np.int64)
+    other = np.r_[hi, lo2].astype(np.int64)
+    jac = np.r_[j, j2]
+    order = np.lexsort((other, -jac, node))
+    node, other, jac = node[order], other[order], jac[order]
+    first = np.r_[True, node[1:] != node[:-1]] if len(node) else np.zeros(0, bool)
+    node, other, jac = node[first], other[first], jac[first]
+    pos = np.searchsorted(node, removed)
+    return other[pos], jac[pos]
+
+
+def write_shard(s: int, path: str, root: str, out_dir: str, cfg) -> dict:
+    """Kept documents of input shard s (all columns) and its duplicates table, in row order."""
+    root_p = Path(root)
+    table = read_shard(path)
+    mem = [tasks.read_ipc(p) for p in sorted(root_p.glob(f"members/from-*/s-{s:05d}.arrow"))]
+    mem = pa.concat_tables(mem).sort_by("gid") if mem else None
+    removed = mem.column("gid").to_numpy() if mem is not None else np.zeros(0, np.int64)
+    keep_mask = np.ones(table.num_rows, bool)
+    keep_mask[gid_row(removed)] = False
+    docs = write_parquet(table.filter(pa.array(keep_mask)), out_dir, f"docs/part-{s:05d}.parquet")
+    sig = tasks.SigFiles(root_p)
+    counts = {"removed": len(removed), "exact": 0, "near": 0, "against": 0, "drift": 0, "against_by_source": {}}
+    if mem is None:
+        dups = write_parquet(DUP_SCHEMA.empty_table(), out_dir, f"duplicates/part-{s:05d}.parquet")
+        return {"docs": docs, "dups": dups, **counts}
+    kept_gid = mem.column("kept_gid").to_numpy()
+    to_kept, same, _ = tasks.similarity(sig, removed, kept_gid, cfg.verify)
+    to_kept = np.where(same, 1.0, to_kept)
+    against = mem.column("kept_against").to_numpy(zero_copy_only=False)
+    kind = np.where(against, "against", np.where(same, "exact", "near"))
+    other, edge_j = _best_edges(root_p, s, removed)
+    rows = pa.array(gid_row(removed))
+    dup = pa.table({"id": sig[s].column("id").take(rows), "url": sig[s].column("url").take(rows),
+                    "cluster_id": mem.column("kept_id"), "kept_id": mem.column("kept_id"),
+                    "edge_from": _ids_of(sig, other), "edge_jaccard": edge_j, "jaccard_to_kept": to_kept,
+                    "kind": kind.tolist()}, schema=DUP_SCHEMA)
+    counts.update(exact=int((kind == "exact").sum()), near=int((kind == "near").sum()),
+                  against=int(against.sum()),
+                  drift=int((to_kept < (cfg.threshold if cfg.threshold is not None else 1.0)).sum()))
+    src_k = gid_source(kept_gid[against])
+    counts["against_by_source"] = {int(k): int((src_k == k).sum()) for k in np.unique(src_k)}
+    return {"docs": docs, "dups": write_parquet(dup, out_dir, f"duplicates/part-{s:05d}.parquet"), **counts}
+
+
+def _ids_of(sig: tasks.SigFiles, gids: np.ndarray) -> pa.Array:
+    out = np.empty(len(gids), object)
+    src = gid_source(gids)
+    for s in np.unique(src):
+        sel = np.flatnonzero(src == s)
+        out[sel] = sig[int(s)].column("id").take(pa.array(gid_row(gids[sel]))).to_pylist()
+    return pa.array(out.tolist(), pa.string())
