@@ -4,6 +4,7 @@ with trafilatura into the documents schema. Fetched by scripts/fetch_sample_site
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 from pathlib import Path
 
@@ -27,7 +28,28 @@ def html_files(pattern: str = "**/*.html") -> list[Path]:
 
 @functools.lru_cache(maxsize=4)
 def sample_docs(pattern: str = "**/*.html", limit: int | None = None) -> pa.Table:
-    """One document per sample-site HTML page with extractable text, sorted by path (deterministic)."""
+    """One document per sample-site HTML page with extractable text, sorted by path (deterministic).
+
+    Cached on disk beside the site (keyed by the package list, the pattern and the limit): extraction takes
+    10-40 s, and every test session needs it."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    site_root()
+    key = hashlib.sha256(f"{(SITE / 'packages.tsv').read_text()}|{pattern}|{limit}|v1".encode()).hexdigest()[:16]
+    cache = SITE / "cache" / f"docs-{key}.parquet"
+    if cache.exists():
+        return pq.read_table(cache)
+    table = _extract(pattern, limit)
+    cache.parent.mkdir(exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, cache)
+    return table
+
+
+def _extract(pattern: str, limit: int | None) -> pa.Table:
     import trafilatura
 
     rows = []

@@ -1,0 +1,40 @@
+"""The clean stage: Chinese-first normalisation, Traditional->Simplified (OpenCC), script/language and quality
+rules, PII masking; every dropped document goes to `rejects` with the rule, the measured value and the threshold.
+
+Inputs: crawl's `docs`. Outputs: `docs` (input columns kept, plus `converted` and `pii_<kind>` counts) and
+`rejects` (id, url, source_name, rule, value, threshold), one shard of each per input shard.
+Run it with the pipeline (`zhgpt run configs/quickstart.yaml --from clean`); tests: tests/stages/test_clean*.py.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from pipelines.stage import OutputSpec, StageSpec
+from stages.clean.config import CleanConfig
+
+
+def fingerprint(cfg: CleanConfig) -> str:
+    """The contents of the files the config names (language-ID model, sensitive words) are part of the key."""
+    h = hashlib.sha256()
+    for path in (cfg.langid_model, cfg.sensitive_words):
+        if path is not None:
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _run(ctx):
+    from stages.clean.run import run
+
+    return run(ctx)
+
+
+SPEC = StageSpec(
+    name="clean",
+    inputs=["crawl"],
+    config_model=CleanConfig,
+    outputs=[OutputSpec("docs", "parquet", primary=True), OutputSpec("rejects", "parquet")],
+    run=_run,
+    libraries=["opencc", "fasttext-numpy2-wheel", "numpy"],
+    fingerprint=fingerprint,
+    headline=["kept_fraction", "docs_kept"],
+)
