@@ -125,7 +125,11 @@ class StageContext:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 i = pending.pop(ref)
-                results[i] = ray.get(ref)
+                try:
+                    results[i] = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # the task's own error, not Ray's wrapper
+                    cause = exc.cause if isinstance(exc.cause, Exception) else exc
+                    raise cause from None
                 done += 1
                 rows += rows_of(results[i]) if rows_of else 0
                 self.progress.advance(self.name, done, rows)

@@ -1,0 +1,128 @@
+"""The tokenize stage's fan-out: encode (one task per input shard), then pack (one task per output shard).
+
+Format and policies: stages/tokenize/__init__.py. Tests: `.venv/bin/python -m pytest -q tests/stages/test_tokenize.py`.
+"""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from typing import Any
+
+from pipelines.dataset import write_file
+from pipelines.stage import StageContext, StageResult
+from stages.tokenize.encode import SPLITS, byte_mask, encode_shard
+from stages.tokenize.pack import pack_shard, shard_meta
+
+MODEL_COPY = "tokenizer/tokenizer.model"
+
+
+def tokenizer_model(ctx: StageContext) -> tuple[bytes, str]:
+    """(model bytes, digest of the tokenizer's `model` output)."""
+    up = ctx.upstream["tokenizer"]
+    models = [p for p in up.paths("model") if p.suffix == ".model"]
+    if len(models) != 1:
+        raise ValueError(f"{up.dir}: the tokenizer output must hold exactly one .model file, found {len(models)}")
+    return models[0].read_bytes(), up.manifest.outputs["model"].digest
+
+
+def model_facts(model: bytes) -> tuple[dict[str, Any], Any]:
+    """(ids and dtype for the manifest, the byte-piece mask the encode tasks count with)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    n = sp.get_piece_size()
+    return {"vocab_size": n, "eos_id": sp.eos_id(), "bos_id": sp.bos_id(), "pad_id": sp.pad_id(),
+            "dtype": "uint16" if n <= 1 << 16 else "uint32"}, byte_mask(sp)
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the encode tasks' counts (ints, so the order of tasks does not matter)."""
+    out: dict[str, Any] = {"docs": 0, "tokens": 0, "chars": 0, "bytes": 0, "byte_tokens": 0,
+                           "split_tokens": {s: {} for s in SPLITS}}
+    for p in parts:
+        for k in ("docs", "tokens", "chars", "bytes", "byte_tokens"):
+            out[k] += p[k]
+        for split, per in p["split_tokens"].items():
+            for src, n in per.items():
+                out["split_tokens"][split][src] = out["split_tokens"][split].get(src, 0) + n
+    return out
+
+
+def plan_shards(split_tokens: dict[str, dict[str, int]], per_shard: int) -> dict[int, int]:
+    """Output shards per split, from its token count: a function of the data and config only."""
+    return {i: math.ceil(sum(split_tokens[s].values()) / per_shard) for i, s in enumerate(SPLITS)}
+
+
+def summarise(enc: dict[str, Any], packed: list[dict[str, Any]], jobs: list[tuple], facts: dict) -> dict[str, float]:
+    content = max(1, enc["tokens"] - enc["docs"])  # per-token ratios leave the EOS tokens out
+    stats: dict[str, float] = {"docs": enc["docs"], "tokens": enc["tokens"], "chars": enc["chars"],
+                               "bytes": enc["bytes"], "chars_per_token": round(enc["chars"] / content, 4),
+                               "bytes_per_token": round(enc["bytes"] / content, 4),
+                               "byte_fallback_rate": round(enc["byte_tokens"] / content, 6),
+                               "tail_tokens_dropped": sum(p["tail"] for p in packed)}
+    row_len = facts["seq_len"] + 1
+    for i, name in enumerate(SPLITS):
+        mine = [p for p, j in zip(packed, jobs) if j[0] == i]
+        stats[f"{name}_shards"] = len(mine)
+        stats[f"{name}_rows"] = sum(p["shard"].rows for p in mine)
+        stats[f"{name}_tokens"] = stats[f"{name}_rows"] * row_len
+    for src, n in tokens_per_source(enc).items():
+        stats[f"tokens_src_{re.sub(r'[^0-9A-Za-z_.-]', '_', src) or 'none'}"] = n
+    return stats
+
+
+def tokens_per_source(enc: dict[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for per in enc["split_tokens"].values():
+        for src, n in per.items():
+            out[src] = out.get(src, 0) + n
+    return dict(sorted(out.items()))
+
+
+def rows_per_source(packed: list[dict[str, Any]], jobs: list[tuple]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    for p, j in zip(packed, jobs):
+        for src, n in p["rows_per_source"].items():
+            out[SPLITS[j[0]]][src] = out[SPLITS[j[0]]].get(src, 0) + n
+    return out
+
+
+def task_cause(exc: BaseException) -> BaseException:
+    """The exception a Ray task raised, not Ray's wrapper (whose first line is the task name, not the reason)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, Exception) else exc
+
+
+def run_stage(ctx: StageContext) -> StageResult:
+    try:
+        return _run(ctx)
+    except Exception as exc:
+        raise task_cause(exc) from None
+
+
+def _run(ctx: StageContext) -> StageResult:
+    cfg = ctx.cfg
+    model, digest = tokenizer_model(ctx)
+    facts, is_byte = model_facts(model)
+    facts.update(seq_len=cfg.seq_len, tokenizer_digest=digest)
+    part = ctx.partial_dir / "enc"
+    docs = [str(p) for p in ctx.upstream["dedupe"].paths("docs")]
+    jobs = [(i, p, model, {**facts, "is_byte": is_byte}, cfg, str(part)) for i, p in enumerate(docs)]
+    enc = merge(ctx.map(encode_shard, jobs, num_cpus=cfg.encode_threads, rows_of=lambda s: s["docs"]))
+    if enc["tokens"] == 0:
+        raise ValueError("the dedupe output holds no non-empty documents: nothing to tokenize")
+    sources = sorted({s for per in enc["split_tokens"].values() for s in per})
+    meta = shard_meta(cfg.seq_len, facts["eos_id"], facts["vocab_size"], sources, digest)
+    encs = [str(part / f"part-{i:05d}.arrow") for i in range(len(docs))]
+    jobs = [(split, b, n, encs, sources, meta, str(ctx.out_dir))
+            for split, n in plan_shards(enc["split_tokens"], cfg.tokens_per_shard).items() for b in range(n)]
+    packed = ctx.map(pack_shard, jobs, rows_of=lambda r: r["shard"].rows)
+    shutil.rmtree(part, ignore_errors=True)  # the encode files are ~2x the output; the stage is complete now
+    outputs = {name: [p["shard"] for p, j in zip(packed, jobs) if j[0] == i] for i, name in enumerate(SPLITS)}
+    outputs["rows"] = [p["rows"] for p in packed]
+    outputs["tokenizer"] = [write_file(model, ctx.out_dir, MODEL_COPY)]  # training and export read it from here
+    extra = {**facts, "sources": sources, "tokens_per_source": tokens_per_source(enc),
+             "rows_per_source": rows_per_source(packed, jobs), "tail_policy": "drop",
+             "split_rows": {s: sum(x.rows for x in outputs[s]) for s in SPLITS}}
+    return StageResult(outputs=outputs, stats=summarise(enc, packed, jobs, facts), extra=extra)
