@@ -30,6 +30,7 @@ class UpperConfig(StageConfig):
     EXEC_FIELDS = frozenset({"slow_ms"})
     suffix: str = "。"
     suffix_file: Optional[FilePath] = None  # when set, its first line is the suffix
+    fail_shard: Optional[int] = None  # this shard's task raises (a known fault point)
     slow_ms: int = 0  # execution only: lets a test catch the stage in the middle
 
 
@@ -61,6 +62,8 @@ def upper_shard(i: int, path: str, cfg: UpperConfig, out_dir: str):
         open(os.path.join(marker, f"start-{i}-{node}"), "w").close()
     if cfg.slow_ms:
         time.sleep(cfg.slow_ms / 1000)
+    if cfg.fail_shard == i:
+        raise ValueError(f"shard {i} is unreadable (fail_shard)")
     t = read_shard(path)
     suffix = cfg.suffix_file.read_text(encoding="utf-8").splitlines()[0] if cfg.suffix_file else cfg.suffix
     texts = [s + suffix for s in t.column("text").to_pylist()]

@@ -120,3 +120,10 @@ def test_index_written_beside_outputs(ray_session, kit_config):
     by_url = lookup(plan.dir / "_index/by_url.parquet", "url_hash", url_hash(doc["url"])).to_pylist()
     assert [(h["shard"], h["row"], h["id"]) for h in by_url] == [(3, 7, doc["id"])]
     assert lookup(plan.dir / "_index/by_id.parquet", "id", "0" * 32).num_rows == 0
+
+
+def test_task_error_reaches_the_user(ray_session, kit_config):
+    res = CliRunner().invoke(app, ["run", str(kit_config(upper={"fail_shard": 2}))])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1] == \
+        "error: stage upper failed: ValueError: shard 2 is unreadable (fail_shard)"
