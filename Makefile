@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The quickstart crawls Debian's Chinese docs from a local server: fetch them, serve them on 127.0.0.1, run, and
+# stop the server however the run ends (the trap fires on success, failure and Ctrl-C).
 run: $(STAMP)
-	$(BIN)/zhgpt run $(CONFIG)
+	bash scripts/fetch_sample_site.sh data/sample-site
+	trap '$(BIN)/python scripts/serve_sample_site.py stop' EXIT INT TERM; \
+	$(BIN)/python scripts/serve_sample_site.py start && $(BIN)/zhgpt run $(CONFIG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
@@ -31,4 +35,5 @@ ui: $(STAMP)
 	$(BIN)/zhgpt ui $(CONFIG)
 
 bench: $(STAMP)
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	# -P: a script named like a stdlib module (bench/tokenize.py) must not shadow it
+	for b in bench/*.py; do $(BIN)/python -P $$b || exit 1; done

@@ -1,0 +1,104 @@
+"""WARC/1.1 in and out with warcio: the crawl's raw responses (so pages can be re-extracted without re-crawling)
+and the `warc` source's reader (Common Crawl WARC and WET files, local or through fsspec).
+
+Records are gzipped one by one, so a document's (file, offset) is a random-access address:
+    python -c "from warcio.archiveiterator import ArchiveIterator as A; f=open(P,'rb'); f.seek(OFF); print(next(iter(A(f))).rec_headers)"
+Record ids are uuid5 of (URL, date, payload digest) and gzip headers carry no mtime, so equal crawls give
+byte-identical files.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+# Transfer-level headers describe bytes that are no longer in the record (the payload is stored decoded, as
+# Common Crawl does); they are kept under these names for the record's sake.
+_RENAMED = {"content-encoding": "X-Crawler-Content-Encoding", "transfer-encoding": "X-Crawler-Transfer-Encoding",
+            "content-length": "X-Crawler-Content-Length"}
+
+
+def record_id(url: str, date: str, body: bytes) -> str:
+    key = f"{url}\n{date}\n{hashlib.sha1(body).hexdigest()}"
+    return f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, key)}>"
+
+
+class WarcShard:
+    """An append-only WARC/1.1 gz file written under a temporary name and renamed by `close()`."""
+
+    def __init__(self, stage_dir: str | os.PathLike, rel: str, info: dict[str, str]):
+        from warcio.warcwriter import WARCWriter
+
+        self.stage_dir, self.rel = Path(stage_dir), rel
+        self.final = self.stage_dir / rel
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.with_name(f".{self.final.name}.tmp-{os.getpid()}")
+        self.fh = open(self.tmp, "wb")
+        self.writer = WARCWriter(self.fh, gzip=True, warc_version="1.1")
+        self.records = 0
+        body = "".join(f"{k}: {v}\r\n" for k, v in info.items()).encode()
+        self._write(f"warcinfo:{rel}", "warcinfo", body, info.get("date", ""), None, "application/warc-fields")
+
+    def _write(self, url: str, kind: str, body: bytes, date: str, http_headers, ctype: str = "") -> int:
+        offset = self.fh.tell()
+        headers = {"WARC-Record-ID": record_id(url, date, body), "WARC-Date": date}
+        if kind == "warcinfo":
+            headers["WARC-Filename"] = Path(self.rel).name
+        rec = self.writer.create_warc_record("" if kind == "warcinfo" else url, kind, payload=io.BytesIO(body),
+                                             length=len(body), warc_headers_dict=headers,
+                                             http_headers=http_headers, warc_content_type=ctype)
+        self.writer.write_record(rec)
+        return offset
+
+    def write_response(self, url: str, status: int, reason: str, headers: list[tuple[str, str]], body: bytes,
+                       date: str) -> int:
+        """Append one HTTP response; return its offset in the file."""
+        from warcio.statusandheaders import StatusAndHeaders
+
+        kept = [(_RENAMED.get(k.lower(), k), v) for k, v in headers]
+        kept.append(("Content-Length", str(len(body))))
+        http = StatusAndHeaders(f"{status} {reason or 'OK'}", kept, protocol="HTTP/1.1")
+        self.records += 1
+        return self._write(url, "response", body, date, http)
+
+    def close(self) -> None:
+        self.fh.close()
+        os.replace(self.tmp, self.final)
+
+
+@dataclass
+class Record:
+    offset: int
+    kind: str  # response | conversion | resource
+    url: str
+    date: str
+    status: int | None
+    content_type: str
+    payload: bytes
+
+
+def iter_records(path: str, max_records: int | None = None) -> Iterator[Record]:
+    """Response, resource and conversion (WET) records of a WARC/WET file, local or fsspec (s3://, https://)."""
+    import fsspec
+    from warcio.archiveiterator import ArchiveIterator
+
+    n = 0
+    with fsspec.open(path, "rb") as fh:
+        it = ArchiveIterator(fh)
+        for rec in it:
+            if rec.rec_type not in ("response", "conversion", "resource"):
+                continue
+            status, ctype = None, rec.rec_headers.get_header("Content-Type") or ""
+            if rec.http_headers is not None and rec.rec_type == "response":
+                status = int(rec.http_headers.get_statuscode() or 0)
+                ctype = rec.http_headers.get_header("Content-Type") or ""
+            payload = rec.content_stream().read()
+            yield Record(it.get_record_offset(), rec.rec_type, rec.rec_headers.get_header("WARC-Target-URI") or "",
+                         rec.rec_headers.get_header("WARC-Date") or "", status, ctype, payload)
+            n += 1
+            if max_records is not None and n >= max_records:
+                return
