@@ -1,0 +1,83 @@
+"""Sampling from a trained GPT, and `generate_cli` behind `zhgpt generate --model PATH --prompt "..."`.
+
+PATH is a train stage directory, its `checkpoints/` or `export/` folder (state.pt + meta.json + tokenizer.model), or any
+folder holding those three files. Loads with torch.load(weights_only=True): nothing is unpickled.
+
+    text = generate_cli(Path("work/train/<key>"), "中华人民共和国的首都是", 48, 0.8, 0)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from stages.train.model import GPT, GPTConfig
+
+
+@torch.no_grad()
+def sample(model: GPT, ids: list[int], max_new_tokens: int, temperature: float = 0.8, top_k: int | None = 50,
+           seed: int = 0, eos_id: int | None = None) -> list[int]:
+    """Ancestral sampling with temperature and top-k; stops at eos_id. Deterministic for a seed on CPU."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    out = list(ids)
+    vocab = model.cfg.vocab_size
+    for _ in range(max_new_tokens):
+        ctx = torch.tensor([out[-model.cfg.max_seq_len:]], dtype=torch.long, device=model.lm_head.weight.device)
+        logits = model(ctx)[0, -1, :vocab].float().cpu() / max(temperature, 1e-5)
+        if top_k:
+            kth = torch.topk(logits, min(top_k, vocab)).values[-1]
+            logits[logits < kth] = -float("inf")
+        nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
+        if nxt == eos_id:
+            break
+        out.append(nxt)
+    return out[len(ids):]
+
+
+def find_checkpoint(path: Path) -> Path:
+    """The folder holding state.pt + meta.json for a stage dir, a checkpoints dir, or a state.pt path."""
+    path = Path(path)
+    for cand in (path, path / "checkpoints", path.parent, path.parent / "checkpoints"):  # .../export works too
+        if (cand / "state.pt").is_file() and (cand / "meta.json").is_file():
+            return cand
+    raise FileNotFoundError(f"{path}: no trained model here (expected state.pt and meta.json, "
+                            "e.g. work/train/<key>/checkpoints)")
+
+
+def load_model(path: Path, device: str = "cpu") -> tuple[GPT, dict]:
+    d = find_checkpoint(path)
+    meta = json.loads((d / "meta.json").read_text())
+    model = GPT(GPTConfig(**meta["model"]))
+    state = torch.load(d / "state.pt", map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.to(device), meta
+
+
+def cjk_fraction(text: str) -> float:
+    """Share of non-space characters that are CJK ideographs or CJK punctuation/full-width forms."""
+    chars = [c for c in text if not c.isspace()]
+    if not chars:
+        return 0.0
+    cjk = sum(1 for c in chars if "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" or "\u3000" <= c <= "\u303f"
+              or "\uff00" <= c <= "\uffef" or "\U00020000" <= c <= "\U0002a6df")
+    return cjk / len(chars)
+
+
+def generate_text(model: GPT, sp, prompt: str, max_new_tokens: int, temperature: float, seed: int,
+                  eos_id: int | None = None) -> str:
+    ids = sp.encode(prompt)
+    return sp.decode(sample(model, ids, max_new_tokens, temperature, seed=seed, eos_id=eos_id))
+
+
+def generate_cli(model: Path, prompt: str, max_new_tokens: int, temperature: float, seed: int) -> str:
+    """Load a trained model and its tokenizer, sample a continuation of `prompt`, print and return it."""
+    import sentencepiece as spm
+
+    gpt, meta = load_model(model)
+    d = find_checkpoint(model)
+    sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    text = generate_text(gpt, sp, prompt, max_new_tokens, temperature, seed, meta.get("eos_id"))
+    print(prompt + text, flush=True)
+    return text

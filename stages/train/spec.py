@@ -1,0 +1,96 @@
+"""The train stage's spec and typed config (kept out of __init__ so `stages.train.model` / `.step` import with
+torch alone: `stages/train/__init__.py` loads this module only when SPEC or TrainConfig is asked for).
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, FilePath, field_validator
+
+from pipelines.stage import OutputSpec, StageConfig, StageContext, StageResult, StageSpec
+
+DEFAULT_PROMPTS = ["中华人民共和国的首都是", "Debian 是一个", "在命令行中，你可以", "自由软件的意义在于"]
+
+
+class TrainConfig(StageConfig):
+    """Chinese-first defaults sized for the tiny preset on 2 CPU cores (the quickstart)."""
+
+    EXEC_FIELDS = frozenset({"num_workers", "micro_batch", "use_gpu", "max_failures", "torch_threads", "log_every"})
+
+    preset: str = Field("tiny", description="model preset: tiny, 30m, 124m, 350m, 1.3b, 7b (stages/train/presets)")
+    model: dict = Field(default_factory=dict, description="overrides of GPTConfig fields, e.g. {n_layer: 6}")
+    seed: int = 1337
+    max_steps: int = Field(400, ge=1)
+    global_batch: int = Field(8, ge=1, description="sequences per optimizer step, over all workers")
+    lr: float = Field(6e-3, gt=0, description="peak learning rate (6e-3 measured best for tiny; ~6e-4 for 124m)")
+    min_lr_frac: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(20, ge=0)
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: Optional[float] = Field(1.0, gt=0, description="max global grad norm; None = no clipping")
+    mix: dict[str, float] = Field(default_factory=dict, description="epochs per source_name per mix epoch "
+                                  "(2.0 = twice as often, 0.5 = a seeded half); unlisted sources weigh 1.0")
+    eval_every: Optional[int] = Field(100, ge=1, description="validation every N steps (and at the end)")
+    eval_tokens: int = Field(32768, ge=1, description="fixed number of validation tokens per eval set")
+    eval_sets: dict[str, FilePath] = Field(default_factory=dict, description="fixed corpora (UTF-8 .txt, or "
+                                           ".parquet with a text column) tokenized with the run's tokenizer")
+    checkpoint_every: Optional[int] = Field(100, ge=1, description="checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = Field(2, ge=1)
+    init_from: Optional[str] = Field(None, description="a checkpoint dir (or its state.pt) to start "
+                                                "from with a new schedule")
+    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS))
+    sample_tokens: int = Field(48, ge=1)
+    sample_temperature: float = Field(0.8, gt=0)
+    compile: bool = False
+    activation_checkpointing: bool = False
+    # execution only (not in the cache key):
+    num_workers: int = Field(1, ge=1, description="Ray Train workers")
+    micro_batch: Optional[int] = Field(None, ge=1, description="sequences per forward pass per worker; "
+                                       "None = the worker's whole share (accumulation = share / micro_batch)")
+    use_gpu: bool = False
+    max_failures: int = Field(2, ge=-1, description="worker-death restarts (-1 = forever)")
+    torch_threads: Optional[int] = Field(None, ge=1, description="torch threads per worker; None = CPUs / workers")
+    log_every: int = Field(10, ge=1, description="MLflow flush interval in steps")
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_exists(cls, v):
+        from pathlib import Path
+
+        if v is not None and not Path(v).exists():
+            raise ValueError(f"no checkpoint at {v}")
+        return v
+
+
+def fingerprint(cfg: TrainConfig) -> str:
+    """External inputs in the cache key: eval corpora by content, init_from by its checkpoint's meta.json."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for name, path in sorted(cfg.eval_sets.items()):
+        h.update(name.encode() + b"\0" + Path(path).read_bytes())
+    if cfg.init_from:
+        p = Path(cfg.init_from)
+        meta = (p if p.is_dir() else p.parent) / "meta.json"
+        h.update(meta.read_bytes() if meta.is_file() else str(p.resolve()).encode())
+    return h.hexdigest()
+
+
+def run(ctx: StageContext) -> StageResult:
+    from stages.train.driver import run_train
+
+    return run_train(ctx)
+
+
+SPEC = StageSpec(
+    name="train",
+    inputs=["tokenize"],
+    config_model=TrainConfig,
+    outputs=[OutputSpec("checkpoints", "file", primary=True), OutputSpec("export", "file")],
+    run=run,
+    fingerprint=fingerprint,
+    libraries=["torch", "numpy", "sentencepiece"],
+    headline=["final_loss", "val_bpb", "unigram_bpb", "bpb_ratio", "cjk_fraction", "tokens_per_s"],
+)

@@ -1,0 +1,108 @@
+"""One training step, the optimizer and the learning-rate schedule; torch only.
+
+    opt = make_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    stats = train_step(model, opt, micro_batches, lr=lr_at(step, sched), grad_clip=1.0)
+
+`micro_batches` is a list of (B_micro, T+1) int64 token tensors; the loss is the mean over every target token
+of the global batch whatever the micro-batch split, so a run can change its accumulation at an equal batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Dense bf16 peak FLOP/s per device (never the 2:4-sparsity figures). Matched against the CUDA device name.
+PEAK_BF16 = [("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12),
+             ("GH200", 989e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12),
+             ("L4", 121e12), ("A10G", 125e12), ("RTX 4090", 165e12), ("V100", 125e12)]
+
+
+def peak_flops(device_name: str) -> float | None:
+    """Dense bf16 peak for a device name from torch.cuda.get_device_name(); None when unknown (no MFU then)."""
+    for key, peak in PEAK_BF16:
+        if key in device_name:
+            return peak
+    return None
+
+
+@dataclass
+class Schedule:
+    lr: float
+    warmup: int
+    total: int
+    min_lr_frac: float = 0.1
+    kind: str = "cosine"  # "cosine" | "wsd" (warmup, stable, then linear decay over decay_frac of the run)
+    decay_frac: float = 0.2
+
+
+def lr_at(step: int, s: Schedule) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine or WSD down to min_lr."""
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    lo = s.lr * s.min_lr_frac
+    if s.kind == "wsd":
+        start = max(s.warmup, int(s.total * (1 - s.decay_frac)))
+        if step < start:
+            return s.lr
+        frac = min(1.0, (step - start) / max(1, s.total - start))
+        return s.lr - (s.lr - lo) * frac
+    frac = min(1.0, (step - s.warmup) / max(1, s.total - s.warmup))
+    return lo + 0.5 * (s.lr - lo) * (1 + math.cos(math.pi * frac))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
+                   fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with two groups: matrices decay, vectors (norm weights) do not. Tied weights appear once."""
+    decay, no_decay = [], []
+    for p in model.parameters():  # parameters() de-duplicates the tied embedding / lm_head
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[torch.Tensor], lr: float,
+               grad_clip: float | None, autocast: torch.autocast | None = None, world: int = 1) -> dict[str, float]:
+    """Forward/backward over the micro-batches (gradient accumulation), clip, step. Returns loss and grad norm.
+
+    Each micro loss is scaled by its share of this rank's tokens, and DDP averages over `world` ranks, so the
+    gradient is that of the global mean loss. The returned loss is this rank's mean (the caller all-reduces).
+    """
+    for g in opt.param_groups:
+        g["lr"] = lr
+    total = sum(m.shape[0] for m in micro)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for i, batch in enumerate(micro):
+        sync = i == len(micro) - 1  # DDP all-reduces once, on the last micro-batch
+        ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
+        with ctx, (autocast or contextlib.nullcontext()):
+            logits = model(batch[:, :-1])
+            loss = token_loss(logits, batch[:, 1:])
+        (loss * (batch.shape[0] / total)).backward()
+        loss_sum += loss.detach().double().cpu() * batch.shape[0]
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return {"loss": float(loss_sum / total), "grad_norm": float(norm)}
+
+
+@torch.no_grad()
+def eval_sums(model: torch.nn.Module, rows: torch.Tensor, batch: int,
+              autocast: torch.autocast | None = None) -> tuple[torch.Tensor, int]:
+    """Per-row summed cross-entropy (nats) over `rows` (N, T+1) and the number of target tokens."""
+    out = []
+    for i in range(0, rows.shape[0], batch):
+        b = rows[i:i + batch]
+        with autocast or contextlib.nullcontext():
+            logits = model(b[:, :-1])
+        out.append(token_loss(logits, b[:, 1:], reduction="none").view(b.shape[0], -1).double().sum(1).cpu())
+    sums = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    return sums, rows.shape[0] * (rows.shape[1] - 1)

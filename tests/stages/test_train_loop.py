@@ -1,0 +1,105 @@
+"""The model, one step and the training loop, in-process (no Ray): exact resume, accumulation, schedule, presets.
+
+Run: `.venv/bin/python -m pytest -q tests/stages/test_train_loop.py`
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from stages.train.loop import LoopConfig, Trainer, TokenizerMismatch
+from stages.train.model import GPT, GPTConfig, flops_per_token, load_preset
+from stages.train.step import Schedule, lr_at, peak_flops
+from tests.stages.test_train_common import tokenized  # noqa: F401  (session fixture)
+
+TINY = dict(n_layer=2, n_head=4, n_kv_head=2, d_model=64, max_seq_len=64, tie_embeddings=True)
+
+
+def loop_cfg(tok, **kw) -> LoopConfig:
+    base = dict(model={**TINY, "vocab_size": tok.manifest.extra["vocab_size"]},
+                train_paths=[str(p) for p in tok.paths("train")], val_paths=[str(p) for p in tok.paths("val")],
+                tokenizer_digest=tok.manifest.extra["tokenizer_digest"], max_steps=12, global_batch=8,
+                warmup_steps=3, lr=3e-3, eval_every=None, checkpoint_every=None, torch_threads=1, mix={"faq": 2.0})
+    return LoopConfig(**{**base, **kw})
+
+
+def test_presets_build_on_meta_and_count_flops():
+    for name in ["tiny", "30m", "124m", "350m", "1.3b", "7b"]:
+        cfg = load_preset(name, vocab_size=32000)
+        with torch.device("meta"):
+            model = GPT(cfg)
+        assert cfg.padded_vocab % 64 == 0 and model.lm_head.weight.is_meta
+    c124 = load_preset("124m", vocab_size=50257)
+    assert (c124.n_layer, c124.d_model) == (12, 768) and c124.padded_vocab == 50304
+    # PaLM formula: 6N + 12 L H Q T; for GPT-2-small shapes with SwiGLU this is ~0.77-0.86 GFLOP/token
+    assert 7e8 < flops_per_token(c124, 1024) < 9e8
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("Intel CPU") is None
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        load_preset("huge")
+    with pytest.raises(ValueError, match="unknown model field"):
+        load_preset("tiny", n_layers=3)
+
+
+def test_schedule_warms_up_then_decays():
+    s = Schedule(lr=1e-3, warmup=10, total=100, min_lr_frac=0.1)
+    assert lr_at(0, s) == pytest.approx(1e-4) and lr_at(9, s) == pytest.approx(1e-3)
+    assert lr_at(99, s) == pytest.approx(1e-4, rel=0.01) and lr_at(55, s) < lr_at(20, s)
+    w = Schedule(lr=1e-3, warmup=10, total=100, kind="wsd", decay_frac=0.2)
+    assert lr_at(50, w) == 1e-3 and lr_at(90, w) == pytest.approx(5.5e-4) and lr_at(100, w) == pytest.approx(1e-4)
+
+
+def test_exact_resume_is_bitwise(tokenized, tmp_path):
+    straight = Trainer(loop_cfg(tokenized)).run()
+    first = Trainer(loop_cfg(tokenized))
+    head = first.run(until=5)
+    first.save(tmp_path / "ckpt")
+    again = Trainer(loop_cfg(tokenized))
+    again.load(tmp_path / "ckpt")
+    assert again.step == 5
+    tail = again.run()
+    assert head + tail == straight  # bitwise: float equality, not approx
+    assert straight[-1] < straight[0] - 0.3  # and it learns
+
+
+def test_init_from_takes_weights_with_a_fresh_schedule(tokenized, tmp_path):
+    donor = Trainer(loop_cfg(tokenized, max_steps=3))
+    donor.run()
+    donor.save(tmp_path / "donor")
+    t = Trainer(loop_cfg(tokenized, seed=5))
+    t.load(tmp_path / "donor", weights_only_init=True)
+    assert t.step == 0 and not t.opt.state  # new schedule, new optimizer state
+    assert torch.equal(t.raw.norm.weight, donor.raw.norm.weight)
+
+
+def test_micro_batch_split_keeps_the_run(tokenized):
+    whole = Trainer(loop_cfg(tokenized, max_steps=4)).run()
+    split = Trainer(loop_cfg(tokenized, max_steps=4, micro_batch=2)).run()  # 4 accumulation steps
+    assert split == pytest.approx(whole, rel=1e-4)
+
+
+def test_eval_reports_bpb_per_source_and_refuses_other_tokenizer(tokenized, tmp_path):
+    bpi = [1.0] * tokenized.manifest.extra["vocab_size"]
+    t = Trainer(loop_cfg(tokenized, eval_rows=16, bytes_per_id=bpi, eval_sets={"faq": [str(tokenized.paths("val")[0])]}))
+    m = t.evaluate()
+    assert {"val/loss", "val/ppl", "val/bpb", "eval/faq/loss"} <= set(m)
+    assert m["val/bpb"] == pytest.approx(m["val/loss"] / 0.6931471805599453)  # 1 byte per token here
+    t.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "meta.json").read_text())
+    assert meta["step"] == 0 and meta["tokenizer_digest"] == tokenized.manifest.extra["tokenizer_digest"]
+    other = Trainer(loop_cfg(tokenized, tokenizer_digest="f" * 64))
+    with pytest.raises(TokenizerMismatch, match="trained with tokenizer") as exc:
+        other.load(tmp_path / "ckpt")
+    assert "\n" not in str(exc.value)
+
+
+def test_checkpoint_loads_with_weights_only(tokenized, tmp_path):
+    t = Trainer(loop_cfg(tokenized, max_steps=2))
+    t.run()
+    t.save(tmp_path / "c")
+    state = torch.load(tmp_path / "c" / "state.pt", weights_only=True)
+    assert state["step"] == 2 and "embed_tokens.weight" in state["model"]
+    cfg = GPTConfig(**json.loads((tmp_path / "c" / "meta.json").read_text())["model"])
+    assert cfg.n_kv_head == 2
