@@ -149,6 +149,8 @@ class Lineage:
         for up, digests in sorted(plan.upstream.items()):
             up_dir = plan.upstream_dirs[up]
             for out, digest in sorted(digests.items()):
+                if out.startswith("_"):  # the runner's lookup indexes are not data a stage consumes
+                    continue
                 ds = Dataset(name=f"{up}.{out}", digest=digest[:32], source_type="local",
                              source=json.dumps({"uri": str(up_dir)}))
                 inputs.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", plan.name)]))

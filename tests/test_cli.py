@@ -66,7 +66,7 @@ def test_verify_names_a_flipped_byte(ray_session, kit_config):
     cfg_path = kit_config()
     report = execute(load(cfg_path))
     ok = CliRunner().invoke(app, ["verify", str(cfg_path)])
-    assert ok.exit_code == 0 and "upper: 4 shard(s) ok" in ok.output
+    assert ok.exit_code == 0 and "upper: 6 shard(s) ok" in ok.output  # 4 docs + 2 index shards
     shard = report.plans["upper"].dir / report.plans["upper"].manifest.outputs["docs"].shards[2].path
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -74,7 +74,7 @@ def test_verify_names_a_flipped_byte(ray_session, kit_config):
     bad = CliRunner().invoke(app, ["verify", str(cfg_path)])
     assert bad.exit_code == 1
     assert f"CORRUPT upper: {shard}: sha256" in bad.output
-    assert "gen: 4 shard(s) ok" in bad.output
+    assert "gen: 6 shard(s) ok" in bad.output
 
 
 def test_sigkill_mid_stage_resumes_to_same_digests(ray_session, kit_config, tmp_path):

@@ -47,7 +47,14 @@ def test_duplicate_page_names_kept_document(e2e_run):
     assert len(removed) == 1 and len(kept) == 1
     dup = removed[0]["stages"]["dedupe"]["records"][0]
     assert dup["kept_id"] == kept[0]["id"] and dup["jaccard_to_kept"] == pytest.approx(1.0)
-    assert removed[0]["stages"]["dedupe"]["run_id"] == report.plans["dedupe"].manifest.mlflow_run_id
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.cli import tracking_uri_of
+    from pipelines.config import load
+
+    run = MlflowClient(tracking_uri_of(load(cfg))).get_run(removed[0]["stages"]["dedupe"]["run_id"])
+    m = report.plans["dedupe"].manifest
+    assert run.data.tags["zhgpt.stage"] == "dedupe" and run.data.tags["zhgpt.output_digest"] == m.outputs["docs"].digest
 
 
 def test_kept_page_into_rows_and_back(e2e_run):
