@@ -5,7 +5,7 @@
 set -euo pipefail
 DEST=${1:-data/sample-site}
 PKGS="debian-reference-zh-cn debian-reference-zh-tw debian-faq-zh-cn lilypond-doc-html-zh"
-if [ -f "$DEST/packages.tsv" ] && [ -d "$DEST/root/usr/share/doc" ]; then
+if [ -f "$DEST/packages.tsv" ] && [ -d "$DEST/root"/usr/share/doc ]; then
   exit 0
 fi
 mkdir -p "$DEST/debs" "$DEST/root"
