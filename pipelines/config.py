@@ -12,7 +12,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from pipelines.stage import load_plugins, registry
+from pipelines.stage import load_plugins, ordered, registry
 
 
 class ConfigError(ValueError):
@@ -103,6 +103,8 @@ def validate(data: dict) -> RootBase:
     except ValidationError as exc:
         raise ConfigError(format_validation(exc)) from None
     cfg.work_dir = cfg.work_dir.expanduser().resolve()
+    if not cfg.stage_names():
+        raise ConfigError(f"config error: no stage sections; add at least one of {', '.join(ordered(list(registry())))}")
     missing = [f"{n} (needs {up})" for n in cfg.stage_names() for up in registry()[n].inputs
                if getattr(cfg, up, None) is None]
     if missing:

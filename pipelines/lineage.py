@@ -89,7 +89,7 @@ class Lineage:
         self._inputs(run_id, plan)
         return run_id
 
-    def finish_stage(self, plan: Any, metrics: dict[str, float], ups: dict, artifacts: list[Path]) -> None:
+    def finish_stage(self, plan: Any, metrics: dict[str, float], artifacts: list[Path]) -> None:
         m = plan.manifest
         run_id = m.mlflow_run_id
         self._outputs_tags(run_id, m)
@@ -103,7 +103,7 @@ class Lineage:
                 self.client.log_artifact(run_id, str(a))
         self.client.set_terminated(run_id, "FINISHED")
 
-    def cached_stage(self, plan: Any, metrics: dict[str, float], ups: dict) -> str:
+    def cached_stage(self, plan: Any, metrics: dict[str, float]) -> str:
         m = plan.manifest
         run_id = self._child(plan, {"zhgpt.cached": "true", "zhgpt.producer_run_id": m.mlflow_run_id or ""})
         self._params(run_id, flatten(m.config))

@@ -192,7 +192,7 @@ class Runner:
     def _reuse(self, plan: StagePlan, plans: dict[str, StagePlan]) -> None:
         ups = {u: plans[u].manifest for u in plan.spec.inputs}
         self.progress.log(f"[{plan.name}] cached: {plan.dir}")
-        self.lineage.cached_stage(plan, stage_metrics(plan.manifest, ups), ups)
+        self.lineage.cached_stage(plan, stage_metrics(plan.manifest, ups))
 
     def _execute(self, plan: StagePlan, plans: dict[str, StagePlan], fresh_dir: bool) -> None:
         assert plan.dir is not None and plan.key is not None
@@ -233,7 +233,7 @@ class Runner:
         write_manifest(plan.dir, m)
         plan.manifest = m
         ups = {u: plans[u].manifest for u in plan.spec.inputs}
-        self.lineage.finish_stage(plan, stage_metrics(m, ups), ups, [plan.dir / a for a in result.artifacts])
+        self.lineage.finish_stage(plan, stage_metrics(m, ups), [plan.dir / a for a in result.artifacts])
         self.progress.log(f"[{plan.name}] done in {m.wall_seconds:.1f}s: "
                           + ", ".join(f"{n}={o.rows} rows" for n, o in outputs.items()))
 

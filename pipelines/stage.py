@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -143,7 +142,6 @@ def _fault_point(stage: str, done: int) -> None:
     spec = os.environ.get("ZHGPT_FAULT_KILL", "")
     if spec and spec == f"{stage}:{done}":
         print(f"ZHGPT_FAULT_KILL: killing the driver after {done} task(s) of {stage}", flush=True)
-        time.sleep(0.1)
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RootBase
-from pipelines.dataset import FAILED, read_manifest
+from pipelines.dataset import FAILED
 from pipelines.runner import plan_all
 
 
@@ -45,9 +45,3 @@ def stage_status(cfg: RootBase) -> list[dict[str, Any]]:
         rows.append(r)
     return rows
 
-
-def latest_manifest(work_dir: Path, stage: str):
-    """The newest complete output of a stage, whatever its key (for tools that read old runs)."""
-    root = work_dir / stage
-    found = [m for d in root.iterdir() if d.is_dir() and (m := read_manifest(d))] if root.is_dir() else []
-    return max(found, key=lambda m: m.created_at, default=None)

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app, execute
 from pipelines.config import load
-from tests.conftest import write_config
 
 ZHGPT = [sys.executable, "-m", "pipelines.cli"]
 
@@ -51,6 +50,14 @@ def test_missing_config_and_bad_yaml(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("gen: [1, 2\n")
     assert "not valid YAML" in one_line_error(CliRunner().invoke(app, ["run", str(bad)]))
+
+
+def test_config_without_stages(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    line = one_line_error(CliRunner().invoke(app, ["run", str(empty)]))
+    assert line.startswith("config error: no stage sections; add at least one of crawl, clean, dedupe")
+    assert not (tmp_path / "work").exists()  # nothing was created
 
 
 def test_external_file_content_is_in_the_key(ray_session, kit_config, tmp_path):
