@@ -43,7 +43,7 @@ def load_cfg(config: Path, overrides: Optional[List[str]], ray_address: str | No
 def tracking_uri_of(cfg: RootBase) -> str:
     from pipelines.lineage import default_uri
 
-    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(cfg.work_dir)
+    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(cfg.local_dir)
 
 
 def execute(cfg: RootBase, from_: str | None = None, only: str | None = None, force: list[str] | None = None,
@@ -53,14 +53,16 @@ def execute(cfg: RootBase, from_: str | None = None, only: str | None = None, fo
     from pipelines.progress import make_progress
     from pipelines.raysetup import init_ray
     from pipelines.runner import Runner
+    from pipelines.storage import Store
 
     uri = tracking_uri_of(cfg)
     check_reachable(uri)
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    Store.of(cfg).check()  # an unusable store of record stops the run here, before anything is written
+    cfg.local_dir.mkdir(parents=True, exist_ok=True)
     workers = init_ray(cfg.ray)
     progress = make_progress()
     try:
-        runner = Runner(cfg, Lineage(uri, cfg.pipeline, cfg.work_dir), progress, workers=workers, fresh=fresh)
+        runner = Runner(cfg, Lineage(uri, cfg.pipeline, cfg.local_dir), progress, workers=workers, fresh=fresh)
         return runner.run(from_=from_, only=only, force=force)
     finally:
         getattr(progress, "close", lambda: None)()
@@ -75,16 +77,18 @@ def run(config: Path = ConfigArg, from_: Optional[str] = typer.Option(None, "--f
         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
         fresh: bool = typer.Option(False, "--fresh", help="start resumable stages (training) afresh")) -> None:
     """Run the pipeline: every stage whose inputs, config or code changed; reuse the rest."""
+    from pipelines.dataset import ContractError
     from pipelines.runner import SelectionError, StageFailed
+    from pipelines.storage import StorageError
 
     cfg = load_cfg(config, override, ray_address, tracking_uri)
     try:
         report = execute(cfg, from_, only, list(force or []), fresh)
     except SelectionError as exc:
         fail(str(exc), 2)
-    except StageFailed as exc:
+    except (StageFailed, ContractError) as exc:
         fail(str(exc), 1)
-    except ConnectionError as exc:
+    except (ConnectionError, StorageError) as exc:
         fail(str(exc), 2)
     typer.echo(f"done: ran {', '.join(report.executed) or 'nothing'}; reused {', '.join(report.cached) or 'nothing'}; "
                f"MLflow run {report.parent_run_id}")
@@ -95,9 +99,13 @@ def status(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt
            as_json: bool = typer.Option(False, "--json", help="machine-readable output (see README)")) -> None:
     """Per stage: cache key, state (complete/stale/missing/partial/failed), rows, outputs, MLflow run id."""
     from pipelines.status import stage_status
+    from pipelines.storage import StorageError
 
     cfg = load_cfg(config, override)
-    rows = stage_status(cfg)
+    try:
+        rows = stage_status(cfg)
+    except StorageError as exc:
+        fail(str(exc), 2)
     if as_json:
         typer.echo(json.dumps({"version": 1, "pipeline": cfg.pipeline, "work_dir": str(cfg.work_dir),
                                "stages": rows}, ensure_ascii=False, indent=1))
@@ -115,16 +123,25 @@ def status(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt
 @app.command()
 def verify(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt) -> None:
     """Re-hash every shard of every complete stage against its manifest; exit 1 on any mismatch."""
-    from pipelines.dataset import verify as verify_dir
     from pipelines.runner import plan_all
+    from pipelines.storage import StorageError, Store
 
     cfg = load_cfg(config, override)
+    store = Store.of(cfg)
     bad = 0
-    for name, plan in plan_all(cfg).items():
+    try:
+        store.check()
+        plans = plan_all(cfg, store)
+    except StorageError as exc:
+        fail(str(exc), 2)
+    for name, plan in plans.items():
         if not plan.complete:
             typer.echo(f"{name}: not complete, skipped")
             continue
-        problems = verify_dir(plan.dir)
+        try:
+            problems = store.verify(name, plan.key)
+        except StorageError as exc:
+            fail(str(exc), 2)
         for p in problems:
             typer.echo(f"CORRUPT {name}: {p}")
         bad += len(problems)
@@ -144,7 +161,7 @@ def ui(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt,
     if uri.startswith("http"):
         typer.echo(f"the tracking store is a server already: {uri}")
         return
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    cfg.local_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     typer.echo(f"MLflow UI: http://127.0.0.1:{port}  (store {uri}; Ctrl-C stops it)")
     try:
@@ -164,16 +181,20 @@ def trace(config: Path = ConfigArg, url: Optional[str] = typer.Option(None, "--u
     from mlflow.tracking import MlflowClient
 
     from pipelines.stage import ordered
-    from pipelines.trace import TraceError, run_stage_dirs, trace_docs, trace_row
+    from pipelines.storage import StorageError
+    from pipelines.trace import TraceError, localise, run_stage_dirs, trace_docs, trace_row
 
     cfg = load_cfg(config, override)
     if sum(x is not None for x in (url, doc, row)) != 1:
         fail("give exactly one of --url, --doc, --row", 2)
     try:
         parent, stages = run_stage_dirs(MlflowClient(tracking_uri_of(cfg)), cfg.pipeline, run_id)
+        stages = localise(stages, cfg.local_dir, cfg.storage_options)
         out = trace_row(stages, row) if row else trace_docs(stages, ordered(list(stages)), url=url, doc=doc)
     except TraceError as exc:
         fail(str(exc), 1)
+    except StorageError as exc:
+        fail(str(exc), 2)
     out["pipeline_run_id"] = parent
     if as_json:
         typer.echo(json.dumps(out, ensure_ascii=False, indent=1, default=str))

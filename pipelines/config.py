@@ -3,16 +3,19 @@
 Root keys: `pipeline` (name; one MLflow experiment per name), `work_dir`, `plugins` (modules that register extra
 stages), `ray` and `tracking_uri` (execution settings, never part of a cache key), and one section per stage; the
 stages that run are the ones whose section is present. Relative paths are resolved against the current directory.
+`work_dir` may be an fsspec URL (s3://bucket/prefix): the store of record, with `scratch_dir` as the local mirror
+stages work in and `storage_options` for the filesystem (see pipelines/storage.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from pipelines.stage import load_plugins, ordered, registry
+from pipelines.storage import default_scratch, is_url
 
 
 class ConfigError(ValueError):
@@ -29,10 +32,20 @@ class RayConfig(BaseModel):
 class RootBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pipeline: str = Field("zhgpt", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    work_dir: Path = Path("work")
+    work_dir: Union[Path, str] = Field(Path("work"), description="a local path, or an fsspec URL (s3://bucket/prefix)")
+    scratch_dir: Optional[Path] = Field(None, description="with a URL work_dir: the local mirror stages work in "
+                                        "(on a cluster, a path every node mounts); None = under the temp dir")
+    storage_options: dict[str, Any] = Field({}, description="fsspec options for a URL work_dir (endpoint_url, key…)")
     plugins: list[str] = []
     ray: RayConfig = RayConfig()
     tracking_uri: Optional[str] = None
+
+    @property
+    def local_dir(self) -> Path:
+        """Where stages read and write files: the work_dir itself, or the scratch mirror of a URL work_dir."""
+        if not is_url(self.work_dir):
+            return Path(self.work_dir)
+        return self.scratch_dir or default_scratch(str(self.work_dir))
 
     def stage_names(self) -> list[str]:
         return [n for n in registry() if getattr(self, n, None) is not None]
@@ -102,7 +115,12 @@ def validate(data: dict) -> RootBase:
         cfg = root_model().model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation(exc)) from None
-    cfg.work_dir = cfg.work_dir.expanduser().resolve()
+    if is_url(cfg.work_dir):
+        cfg.work_dir = str(cfg.work_dir).rstrip("/")
+    else:
+        cfg.work_dir = Path(str(cfg.work_dir).removeprefix("file://")).expanduser().resolve()
+    if cfg.scratch_dir is not None:
+        cfg.scratch_dir = cfg.scratch_dir.expanduser().resolve()
     if not cfg.stage_names():
         raise ConfigError(f"config error: no stage sections; add at least one of {', '.join(ordered(list(registry())))}")
     missing = [f"{n} (needs {up})" for n in cfg.stage_names() for up in registry()[n].inputs
@@ -119,6 +137,21 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RootBase:
     return validate(data)
 
 
+SECRET_WORDS = ("secret", "key", "token", "password", "credential")
+
+
+def _mask(d: dict) -> dict:
+    return {k: "***" if any(w in k.lower() for w in SECRET_WORDS) else _mask(v) if isinstance(v, dict) else v
+            for k, v in d.items()}
+
+
+def public_dump(cfg: RootBase) -> dict:
+    """The resolved config as logged with every run: credentials in storage_options are masked."""
+    data = cfg.model_dump(mode="json", exclude_none=False)
+    data["storage_options"] = _mask(data.get("storage_options") or {})
+    return data
+
+
 def resolved_yaml(cfg: RootBase) -> str:
     """The fully resolved config, as saved with every run."""
-    return yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=False), allow_unicode=True, sort_keys=False)
+    return yaml.safe_dump(public_dump(cfg), allow_unicode=True, sort_keys=False)

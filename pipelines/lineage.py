@@ -60,12 +60,12 @@ class Lineage:
 
     # -- parent -----------------------------------------------------------------------------------
     def start_parent(self, cfg: Any) -> str:
-        from pipelines.config import resolved_yaml
+        from pipelines.config import public_dump, resolved_yaml
 
         run = self.client.create_run(self.exp_id, run_name=f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
                                      tags={"zhgpt.kind": "pipeline", "zhgpt.work_dir": str(cfg.work_dir)})
         self.parent = run.info.run_id
-        self._params(self.parent, flatten(cfg.model_dump(mode="json")))
+        self._params(self.parent, flatten(public_dump(cfg)))
         self.client.log_text(self.parent, resolved_yaml(cfg), "resolved_config.yaml")
         return self.parent
 
@@ -80,7 +80,7 @@ class Lineage:
     # -- children ---------------------------------------------------------------------------------
     def _child(self, plan: Any, extra_tags: dict[str, str]) -> str:
         tags = {"mlflow.parentRunId": self.parent, "zhgpt.stage": plan.name, "zhgpt.cache_key": plan.key,
-                "zhgpt.stage_dir": str(plan.dir), **extra_tags}
+                "zhgpt.stage_dir": str(plan.uri or plan.dir), **extra_tags}
         return self.client.create_run(self.exp_id, run_name=plan.name, tags=tags).info.run_id
 
     def start_stage(self, plan: Any, scfg: Any) -> str:
@@ -147,12 +147,13 @@ class Lineage:
 
         inputs = []
         for up, digests in sorted(plan.upstream.items()):
-            up_dir = plan.upstream_dirs[up]
+            up_dir = str(plan.upstream_dirs[up])
+            kind = up_dir.split("://", 1)[0] if "://" in up_dir else "local"
             for out, digest in sorted(digests.items()):
                 if out.startswith("_"):  # the runner's lookup indexes are not data a stage consumes
                     continue
-                ds = Dataset(name=f"{up}.{out}", digest=digest[:32], source_type="local",
-                             source=json.dumps({"uri": str(up_dir)}))
+                ds = Dataset(name=f"{up}.{out}", digest=digest[:32], source_type=kind,
+                             source=json.dumps({"uri": up_dir}))
                 inputs.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", plan.name)]))
         if inputs:
             self.client.log_inputs(run_id, datasets=inputs)

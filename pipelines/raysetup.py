@@ -12,7 +12,8 @@ def init_ray(rc: RayConfig) -> int:
     import ray
 
     if not ray.is_initialized():
-        env = {k: v for k, v in os.environ.items() if k.startswith(("ZHGPT_", "MLFLOW_"))}
+        # what workers on other nodes need: test hooks, the tracking store, and (AWS_*) the store of record
+        env = {k: v for k, v in os.environ.items() if k.startswith(("ZHGPT_", "MLFLOW_", "AWS_"))}
         if rc.address:
             ray.init(address=rc.address, logging_level=logging.WARNING, runtime_env={"env_vars": env} if env else None)
         else:

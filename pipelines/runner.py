@@ -4,12 +4,13 @@ cache key = sha256(stage name, canonical JSON of the stage's resolved config (EX
                    upstream output digests, code version[, fingerprint of external inputs])
 A stage runs when no manifest exists for its key (or it is forced). A killed stage leaves no manifest, so the
 next run starts it again in the same directory, where its `.partial/` area lets it resume.
+Manifests are read from the store of record (pipelines/storage.py); with a URL work_dir, stages run in the local
+mirror: inputs are fetched into it first, and outputs are uploaded (manifest last) when the stage completes.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RootBase
-from pipelines.dataset import FAILED, MANIFEST, Manifest, Output, StageData, read_manifest, write_manifest
+from pipelines.dataset import Manifest, Output, StageData
 from pipelines.index import build_indexes
-from pipelines.stage import Progress, StageContext, StageSpec, ordered, registry, stage_dir_of
+from pipelines.stage import Progress, StageContext, StageSpec, ordered, registry
+from pipelines.storage import Store
 
 
 class StageFailed(RuntimeError):
@@ -73,10 +75,11 @@ class StagePlan:
     name: str
     spec: StageSpec
     key: str | None = None  # None while an upstream stage is incomplete
-    dir: Path | None = None
+    dir: Path | None = None  # the local directory the stage works in (the work_dir's, or the scratch mirror's)
+    uri: str | Path | None = None  # the stage directory in the store of record (== dir for a local work_dir)
     manifest: Manifest | None = None
     upstream: dict[str, dict[str, str]] = field(default_factory=dict)
-    upstream_dirs: dict[str, Path] = field(default_factory=dict)
+    upstream_dirs: dict[str, str | Path] = field(default_factory=dict)  # stage -> its uri
     code: str = ""
 
     @property
@@ -84,26 +87,29 @@ class StagePlan:
         return self.manifest is not None
 
 
-def resolve(cfg: RootBase, plans: dict[str, StagePlan], name: str) -> StagePlan:
+def resolve(cfg: RootBase, plans: dict[str, StagePlan], name: str, store: Store | None = None) -> StagePlan:
     """Compute a stage's key from its config and its upstream manifests (if they are all complete)."""
+    store = store or Store.of(cfg)
     spec = registry()[name]
     plan = StagePlan(name, spec, code=code_version(spec))
     ups = [plans.get(u) for u in spec.inputs]
     if all(u is not None and u.complete for u in ups):
         plan.upstream = {u.name: u.manifest.digests for u in ups}
-        plan.upstream_dirs = {u.name: u.dir for u in ups}
+        plan.upstream_dirs = {u.name: u.uri for u in ups}
         scfg = cfg.stage_cfg(name)
         fp = spec.fingerprint(scfg) if spec.fingerprint else ""
         plan.key = cache_key(name, scfg.key_dict(), plan.upstream, plan.code, fp)
-        plan.dir = stage_dir_of(cfg.work_dir, name, plan.key)
-        plan.manifest = read_manifest(plan.dir)
+        plan.dir = store.local_dir(name, plan.key)
+        plan.uri = store.uri(name, plan.key)
+        plan.manifest = store.read_manifest(name, plan.key)
     return plan
 
 
-def plan_all(cfg: RootBase) -> dict[str, StagePlan]:
+def plan_all(cfg: RootBase, store: Store | None = None) -> dict[str, StagePlan]:
+    store = store or Store.of(cfg)
     plans: dict[str, StagePlan] = {}
     for name in ordered(cfg.stage_names()):
-        plans[name] = resolve(cfg, plans, name)
+        plans[name] = resolve(cfg, plans, name, store)
     return plans
 
 
@@ -156,6 +162,7 @@ class Runner:
                  fresh: bool = False):
         self.cfg, self.lineage, self.progress = cfg, lineage, progress or Progress()
         self.workers, self.fresh = workers, fresh
+        self.store = Store.of(cfg)
 
     def run(self, from_: str | None = None, only: str | None = None, force: list[str] | None = None) -> RunReport:
         todo, forced = selection(self.cfg, from_, only, force or [])
@@ -163,7 +170,7 @@ class Runner:
         plans: dict[str, StagePlan] = {}
         try:
             for name in ordered(self.cfg.stage_names()):
-                plan = plans[name] = resolve(self.cfg, plans, name)
+                plan = plans[name] = resolve(self.cfg, plans, name, self.store)
                 if name not in todo:
                     if plan.complete or only is None:
                         continue
@@ -187,27 +194,26 @@ class Runner:
         return report
 
     def _ups(self, plan: StagePlan, plans: dict[str, StagePlan]) -> dict[str, StageData]:
-        return {u: StageData(plans[u].dir, plans[u].manifest) for u in plan.spec.inputs}
+        """The input stages, present in the local directory (fetched from the store of record when remote)."""
+        return {u: StageData(self.store.fetch(u, plans[u].key, plans[u].manifest), plans[u].manifest)
+                for u in plan.spec.inputs}
 
     def _reuse(self, plan: StagePlan, plans: dict[str, StagePlan]) -> None:
         ups = {u: plans[u].manifest for u in plan.spec.inputs}
-        self.progress.log(f"[{plan.name}] cached: {plan.dir}")
+        self.progress.log(f"[{plan.name}] cached: {plan.uri}")
         self.lineage.cached_stage(plan, stage_metrics(plan.manifest, ups))
 
     def _execute(self, plan: StagePlan, plans: dict[str, StagePlan], fresh_dir: bool) -> None:
         assert plan.dir is not None and plan.key is not None
-        if fresh_dir and plan.dir.exists():
-            shutil.rmtree(plan.dir)
-        plan.dir.mkdir(parents=True, exist_ok=True)
-        (plan.dir / FAILED).unlink(missing_ok=True)
-        (plan.dir / MANIFEST).unlink(missing_ok=True)
+        self.store.prepare(plan.name, plan.key, fresh=fresh_dir)
+        upstream = self._ups(plan, plans)
         scfg = self.cfg.stage_cfg(plan.name)
         run_id = self.lineage.start_stage(plan, scfg)
-        ctx = StageContext(name=plan.name, cfg=scfg, out_dir=plan.dir, upstream=self._ups(plan, plans),
-                           work_dir=self.cfg.work_dir, workers=self.workers, tracking_uri=self.lineage.uri,
+        ctx = StageContext(name=plan.name, cfg=scfg, out_dir=plan.dir, upstream=upstream,
+                           work_dir=self.cfg.local_dir, workers=self.workers, tracking_uri=self.lineage.uri,
                            mlflow_run_id=run_id, root_cfg=self.cfg, progress=self.progress, cache_key=plan.key,
-                           fresh=self.fresh)
-        self.progress.log(f"[{plan.name}] running -> {plan.dir}")
+                           fresh=self.fresh, store=self.store)
+        self.progress.log(f"[{plan.name}] running -> {plan.uri}" + (f" (in {plan.dir})" if self.store.remote else ""))
         t0 = time.time()
         try:
             result = plan.spec.run(ctx)
@@ -223,14 +229,14 @@ class Runner:
                          upstream=plan.upstream, code_version=plan.code, stats=result.stats,
                          wall_seconds=time.time() - t0, mlflow_run_id=run_id,
                          created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=result.extra)
+            self.store.publish(plan.name, plan.key, m, result.artifacts)  # the manifest last: now it is complete
         except BaseException as exc:
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            (plan.dir / FAILED).write_text(msg + "\n")
+            self.store.mark_failed(plan.name, plan.key, msg)
             self.lineage.fail_stage(plan, msg)
             if isinstance(exc, Exception):
                 raise StageFailed(plan.name, msg) from exc
             raise
-        write_manifest(plan.dir, m)
         plan.manifest = m
         ups = {u: plans[u].manifest for u in plan.spec.inputs}
         self.lineage.finish_stage(plan, stage_metrics(m, ups), [plan.dir / a for a in result.artifacts])

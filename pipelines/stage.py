@@ -92,6 +92,7 @@ class StageContext:
     progress: Progress = field(default_factory=Progress)
     cache_key: str = ""
     fresh: bool = False  # `zhgpt run --fresh`: a stage with resumable state starts over instead of refusing
+    store: Any = None  # pipelines.storage.Store: where durable state goes (Ray Train checkpoints); None = out_dir
 
     @property
     def partial_dir(self) -> Path:

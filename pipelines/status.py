@@ -9,39 +9,35 @@ state: complete (a manifest for the current key) | failed (the last attempt at t
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pipelines.config import RootBase
-from pipelines.dataset import FAILED
 from pipelines.runner import plan_all
-
-
-def _older(work_dir: Path, stage: str) -> bool:
-    root = work_dir / stage
-    return root.is_dir() and any((d / "manifest.json").exists() for d in root.iterdir() if d.is_dir())
+from pipelines.storage import Store
 
 
 def stage_status(cfg: RootBase) -> list[dict[str, Any]]:
+    """Read from the store of record (a URL work_dir's manifests, not the local mirror)."""
+    store = Store.of(cfg)
+    store.check()
     rows = []
-    for name, plan in plan_all(cfg).items():
+    for name, plan in plan_all(cfg, store).items():
         r: dict[str, Any] = {"stage": name, "state": "missing", "cache_key": plan.key,
-                             "dir": str(plan.dir) if plan.dir else None, "rows": None, "outputs": {},
+                             "dir": str(plan.uri) if plan.uri else None, "rows": None, "outputs": {},
                              "mlflow_run_id": None, "error": None}
         m = plan.manifest
         if m is not None:
             r["state"] = "complete"
             r["rows"] = m.outputs[m.primary].rows
             r["mlflow_run_id"] = m.mlflow_run_id
-            r["outputs"] = {n: {"digest": o.digest, "rows": o.rows, "shards": [str(plan.dir / s.path) for s in o.shards]}
+            r["outputs"] = {n: {"digest": o.digest, "rows": o.rows, "shards": [f"{plan.uri}/{s.path}" for s in o.shards]}
                             for n, o in m.outputs.items()}
-        elif plan.dir is not None and (plan.dir / FAILED).exists():
+        elif plan.key is not None and (err := store.failure(name, plan.key)) is not None:
             r["state"] = "failed"
-            r["error"] = (plan.dir / FAILED).read_text().strip()
-        elif plan.dir is not None and plan.dir.exists():
+            r["error"] = err
+        elif plan.key is not None and store.started(name, plan.key):
             r["state"] = "partial"
-        elif _older(cfg.work_dir, name):
+        elif store.has_older(name):
             r["state"] = "stale"
         rows.append(r)
     return rows
-

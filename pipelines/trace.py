@@ -2,7 +2,8 @@
 
 It reads only the per-stage lookup indexes (`_index/by_id.parquet`, `_index/by_url.parquet`, see index.py) and the
 single row groups that hold the matching rows; never the corpus. The stage directories come from the MLflow parent
-run (the latest finished one of the pipeline, or `--run RUN_ID`): its children's `zhgpt.stage_dir` tags.
+run (the latest finished one of the pipeline, or `--run RUN_ID`): its children's `zhgpt.stage_dir` tags. When
+those are URLs (a work_dir in object storage), the run's stage outputs are first fetched into the scratch mirror.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 
 from pipelines.dataset import StageData
 from pipelines.index import lookup, url_hash
+from pipelines.storage import Store, is_url
 
 # What it means for a document to appear in a stage's output, by output name.
 FATE = {"docs": "kept", "rejects": "rejected", "duplicates": "removed as duplicate", "log": "logged",
@@ -40,8 +42,27 @@ def run_stage_dirs(client: Any, experiment: str, run_id: str | None) -> tuple[st
     kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     if not kids:
         raise TraceError(f"MLflow run {run_id} has no stage runs (is it a zhgpt pipeline run?)")
-    return run_id, {k.data.tags["zhgpt.stage"]: (Path(k.data.tags["zhgpt.stage_dir"]), k.info.run_id) for k in kids
+    return run_id, {k.data.tags["zhgpt.stage"]: (_dir(k.data.tags["zhgpt.stage_dir"]), k.info.run_id) for k in kids
                     if "zhgpt.stage_dir" in k.data.tags}
+
+
+def _dir(tag: str) -> Any:
+    return tag if is_url(tag) else Path(tag)
+
+
+def localise(stages: dict[str, tuple[Any, str]], local: Path, options: dict) -> dict[str, tuple[Path, str]]:
+    """Stage dirs that are URLs (`<root>/<stage>/<key16>`) become their scratch-mirror copies, fetched and checked."""
+    out = {}
+    for name, (d, run_id) in stages.items():
+        if is_url(d):
+            root, stage, key16 = str(d).rsplit("/", 2)
+            store = Store(root, local, options)
+            m = store.read_manifest(stage, key16)
+            if m is None:
+                raise TraceError(f"{d}: no manifest in the store (was the run's work_dir removed?)")
+            d = store.fetch(stage, key16, m)
+        out[name] = (d, run_id)
+    return out
 
 
 def read_row(path: Path, row: int) -> dict[str, Any]:
