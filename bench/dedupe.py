@@ -124,6 +124,7 @@ def bench_stage(texts: list[str], n_big: int) -> None:
         print(f"  {table.num_rows:>7} docs, {workers} worker(s): {wall:6.1f} s, {table.num_rows / wall:7.0f} docs/s, "
               f"peak worker RSS {rss:6.0f} MB; exact {st['exact_dups']}, near {st['near_dups']}, "
               f"clusters {st['clusters']}, largest {st['largest_cluster']}, drift {st['chain_drift']:.3f}")
+        print("      phases (wall s): " + ", ".join(f"{k[8:]} {v:.1f}" for k, v in st.items() if k.startswith("seconds_")))
     w1, w2 = runs[("100k", 1)][0], runs[("100k", 2)][0]
     r10, r100 = runs[("10k", 2)][1], runs[("100k", 2)][1]
     print(f"  2 workers vs 1 (baseline) at {big.num_rows} docs: {w1 / w2:.2f}x (goal >= 1.8x)")

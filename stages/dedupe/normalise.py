@@ -21,10 +21,16 @@ def _drops(cp: int) -> bool:
     return cat[0] in "PZ" or cat in ("Cc", "Cf")
 
 
+# Planes 0-2 and 14 hold every Z*, P*, Cc and Cf code point; the others are letters, marks, private use or
+# unassigned (tests/stages/test_dedupe_units.py checks this against a scan of all 1.1 M code points). Scanning
+# only these planes takes a quarter of the time, which each fresh Ray worker pays once.
+DROP_PLANES = (0, 1, 2, 14)
+
+
 @functools.lru_cache(maxsize=1)
 def _drop_table() -> dict[int, None]:
-    """str.translate table of every code point to drop, built once per process (~0.6 s over 1.1 M code points)."""
-    return {cp: None for cp in range(sys.maxunicode + 1) if _drops(cp)}
+    """str.translate table of every code point to drop, built once per process (~0.1 s)."""
+    return {cp: None for p in DROP_PLANES for cp in range(p << 16, (p + 1) << 16) if _drops(cp)}
 
 
 @functools.lru_cache(maxsize=1)

@@ -50,7 +50,11 @@ def run(ctx: StageContext) -> StageResult:
         ctx.map(cctasks.resolve, [(q, rounds, str(root), parts) for q in range(parts)])
         kept = ctx.map(cctasks.keep, [(q, str(root), cfg.sample_clusters) for q in range(parts)])
     clock.lap("components")
-    written = ctx.map(write_shard, [(s, inputs[s].path, str(root), str(ctx.out_dir), cfg) for s in range(n_in)])
+    sample = sorted((c for k in kept for c in k["sample"]), key=lambda c: (-c[0], c[1]))[:cfg.sample_clusters]
+    report = [("report", ctx.out_dir, "clusters.html", sample, root, sources)] if sample else []
+    written = ctx.map(_finish, report + [("write", s, inputs[s].path, str(root), str(ctx.out_dir), cfg)
+                                         for s in range(n_in)])
+    artifacts, written = written[:len(report)], written[len(report):]
     clock.lap("write")
     stats = {**_stats(signed[:n_in], verified, kept, written, rounds, banding), **clock.laps}
     ctx.log(", ".join(f"{k} {v:.1f}s" for k, v in clock.laps.items()))
@@ -58,10 +62,6 @@ def run(ctx: StageContext) -> StageResult:
     for w in written:
         for s, c in w["against_by_source"].items():
             against[sources[s].name] = against.get(sources[s].name, 0) + c
-    artifacts = []
-    if cfg.sample_clusters and kept:
-        sample = sorted((c for k in kept for c in k["sample"]), key=lambda c: (-c[0], c[1]))[:cfg.sample_clusters]
-        artifacts.append(write_clusters_html(ctx.out_dir, "clusters.html", sample, root, sources))
     return StageResult(outputs={"docs": [w["docs"] for w in written], "duplicates": [w["dups"] for w in written]},
                        stats=stats, extra={"banding": list(banding), "against_removed": against}, artifacts=artifacts)
 
@@ -119,6 +119,11 @@ def _best_edges(root: Path, s: int, removed: np.ndarray) -> tuple[np.ndarray, np
     node, other, jac = node[first], other[first], jac[first]
     pos = np.searchsorted(node, removed)
     return other[pos], jac[pos]
+
+
+def _finish(job: str, *args):
+    """The last phase's tasks: the clusters page (first, as the longest) beside one writer per input shard."""
+    return write_clusters_html(*args) if job == "report" else write_shard(*args)
 
 
 def write_shard(s: int, path: str, root: str, out_dir: str, cfg) -> dict:

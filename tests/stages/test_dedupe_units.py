@@ -25,6 +25,16 @@ def test_normalise_folds_width_case_space_and_punctuation():
     assert exact_key(normalise("你好，世界")) == exact_key(normalise("你好 世界！"))
 
 
+def test_dropped_code_points_all_lie_in_the_scanned_planes():
+    import sys
+
+    from stages.dedupe.normalise import DROP_PLANES, _drop_table, _drops
+
+    everywhere = {cp for cp in range(sys.maxunicode + 1) if _drops(cp)}
+    assert set(_drop_table()) == everywhere and {cp >> 16 for cp in everywhere} <= set(DROP_PLANES)
+    assert 0x3000 in everywhere and 0xE0001 in everywhere  # ideographic space, language tag (Cf, plane 14)
+
+
 def test_batch_normalisation_equals_the_reference_on_real_text():
     texts = sample_docs().column("text").to_pylist()[:80] + ["", "  ", "𠀀𠀁\u200b𠀂", "Ｆｕｌｌ－ｗｉｄｔｈ，全角！"]
     assert normalise_batch(texts).to_pylist() == [normalise(t) for t in texts]
