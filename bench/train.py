@@ -4,7 +4,9 @@ plain PyTorch loop on 2 threads with the same model, batch and data, in the same
     .venv/bin/python bench/train.py          # goal: ratio <= 1.05
     BENCH_STEPS=40 .venv/bin/python bench/train.py
 
-The token shards are real text (the sample site's Debian Reference), tokenized as in the tests.
+The token shards are real text (the sample site's Debian Reference), tokenized as in the tests. The Ray run is the
+product's `train_loop_per_worker` as the stage runs it: its step time is the wall time from one step's end to the
+next (so MLflow logging into a real SQLite store every 10 steps is inside it), the plain loop's is the step alone.
 """
 from __future__ import annotations
 
@@ -26,13 +28,21 @@ STEPS = int(os.environ.get("BENCH_STEPS", 30))
 WARM = 3
 
 
-def loop_config(tok) -> dict:
+def loop_config(tok, mlflow_db: Path | None = None) -> dict:
     from stages.train.model import load_preset
 
+    uri, run_id = "", None
+    if mlflow_db is not None:
+        from mlflow.tracking import MlflowClient
+
+        uri = f"sqlite:///{mlflow_db}"
+        client = MlflowClient(uri)
+        exp = client.create_experiment("bench-train", artifact_location=(mlflow_db.parent / "artifacts").as_uri())
+        run_id = client.create_run(exp).info.run_id
     return dict(model=load_preset("tiny", vocab_size=tok.manifest.extra["vocab_size"]).to_dict(),
                 train_paths=[str(p) for p in tok.paths("train")], val_paths=[str(p) for p in tok.paths("val")],
                 tokenizer_digest="bench", max_steps=STEPS, global_batch=16, eval_every=None,
-                checkpoint_every=None, torch_threads=2)
+                checkpoint_every=None, torch_threads=2, tracking_uri=uri, mlflow_run_id=run_id, log_every=10)
 
 
 def plain_loop(cfg: dict) -> float:
@@ -85,7 +95,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         tok = make_tokenize(Path(d) / "tok", docs=corpus(), seq_len=256, vocab=4000)
-        cfg = loop_config(tok)
+        cfg = loop_config(tok, Path(d) / "mlflow.db")
         base1 = niced_plain_loop(cfg)
         ray_s = ray_loop(cfg, Path(d) / "ray")
         base2 = niced_plain_loop(cfg)  # twice, around the Ray run, so load drift shows

@@ -14,6 +14,7 @@ import numpy as np
 
 from pipelines.dataset import PARTIAL, ShardInfo, write_arrow, write_file
 from pipelines.stage import StageContext, StageResult
+from pipelines.storage import ray_storage, stage_store
 from stages.train.data import TokenRows, bytes_per_id
 from stages.train.upstream import TokenInfo, token_info
 
@@ -54,23 +55,28 @@ def check_shards(info: TokenInfo) -> TokenRows:
     return val
 
 
-def unfinished_siblings(ctx: StageContext) -> list[Path]:
-    """Other train runs (other cache keys) that hold checkpoints but no manifest."""
+def unfinished_siblings(ctx: StageContext) -> list[str]:
+    """Other train runs (other cache keys) that hold checkpoints but no manifest, in the store of record."""
+    fs, ours = stage_store(ctx)
+    root = ours.rsplit("/", 1)[0]
     out = []
-    for d in sorted(ctx.out_dir.parent.iterdir()):
-        if d != ctx.out_dir and not (d / "manifest.json").exists() and any((d / PARTIAL / RAY_NAME).glob("step_*")):
+    for d in sorted(fs.ls(root, detail=False) if fs.exists(root) else []):
+        d = d.rstrip("/")
+        if d != ours and not fs.exists(f"{d}/manifest.json") and fs.glob(f"{d}/{PARTIAL}/{RAY_NAME}/step_*"):
             out.append(d)
     return out
 
 
 def guard_resume(ctx: StageContext) -> None:
     """Refuse to start a fresh run beside an unfinished one (unless --fresh); --fresh also drops our own state."""
-    ours = ctx.partial_dir / RAY_NAME
+    fs, d = stage_store(ctx)
+    ours = f"{d}/{PARTIAL}/{RAY_NAME}"
     if ctx.fresh:
-        shutil.rmtree(ours, ignore_errors=True)
+        if fs.exists(ours):
+            fs.rm(ours, recursive=True)
         return
     others = unfinished_siblings(ctx)
-    if others and not any(ours.glob("step_*")):
+    if others and not fs.glob(f"{ours}/step_*"):
         raise TrainInputError(f"train: an unfinished run with another config is at {others[-1]}; re-run with that "
                               "config to resume it, or pass --fresh to start this one beside it")
 
@@ -136,6 +142,9 @@ def unigram_bpb(val: TokenRows, bpi: list[float], rows: int) -> float:
 def loop_config(ctx: StageContext, info: TokenInfo, model: dict, bpi: list[float], workers: int) -> dict:
     import os
 
+    from stages.train.model import GPTConfig
+    from stages.train.parallel import default_parallel
+
     c = ctx.cfg
     if c.global_batch % workers:
         raise TrainInputError(f"train.global_batch {c.global_batch} does not divide by num_workers {workers}")
@@ -149,6 +158,7 @@ def loop_config(ctx: StageContext, info: TokenInfo, model: dict, bpi: list[float
                 bytes_per_id=bpi, checkpoint_every=c.checkpoint_every, log_every=c.log_every,
                 tracking_uri=ctx.tracking_uri, mlflow_run_id=ctx.mlflow_run_id, init_from=_init_dir(c.init_from),
                 compile=c.compile, activation_checkpointing=c.activation_checkpointing, torch_threads=threads,
+                parallel=c.parallel or default_parallel(GPTConfig(**model)),
                 kill_at=os.environ.get("ZHGPT_TRAIN_KILL"), kill_marker=str(ctx.partial_dir / "kill-marker"))
 
 
@@ -174,19 +184,24 @@ def fit(ctx: StageContext, loop_cfg: dict) -> tuple[Path, dict]:
     from stages.train.loop import train_loop_per_worker
 
     c = ctx.cfg
+    storage_path, storage_fs = ray_storage(ctx)  # the stage's .partial/ in the store of record (S3 or local)
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_cfg,
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
                                      resources_per_worker={"CPU": loop_cfg["torch_threads"]} if not c.use_gpu else None),
         # a dead gloo peer must fail the step in minutes, not torch's 30-minute default (ray #22349)
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo", timeout_s=300),
-        run_config=RunConfig(name=RAY_NAME, storage_path=str(ctx.partial_dir),
+        run_config=RunConfig(name=RAY_NAME, storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=c.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=c.keep_checkpoints)))
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError("Ray Train finished without a checkpoint")
-    return Path(result.checkpoint.path), (result.return_value or {})
+    if storage_fs is None:
+        return Path(result.checkpoint.path), (result.return_value or {})
+    local = ctx.partial_dir / "final-checkpoint"
+    shutil.rmtree(local, ignore_errors=True)
+    return Path(result.checkpoint.to_directory(str(local))), (result.return_value or {})
 
 
 def collect(ctx: StageContext, ckpt: Path, info: TokenInfo) -> tuple[list[ShardInfo], list[ShardInfo], dict]:

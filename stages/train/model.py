@@ -164,13 +164,9 @@ class GPT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, init_std); output projections scaled by 1/sqrt(2 * n_layer) (GPT-2). Works on meta too."""
-        std, out_std = self.cfg.init_std, self.cfg.init_std / math.sqrt(2 * self.cfg.n_layer)
+        """Every parameter through init_param, in named_parameters() order. Works on meta too."""
         for name, p in self.named_parameters():
-            if p.dim() == 1:
-                nn.init.ones_(p)
-            else:
-                nn.init.normal_(p, 0.0, out_std if name.endswith(("o_proj.weight", "down_proj.weight")) else std)
+            init_param(self.cfg, name, p)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
@@ -187,6 +183,15 @@ class GPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights count once
+
+
+def init_param(cfg: GPTConfig, name: str, p: torch.Tensor) -> torch.Tensor:
+    """Vectors (norm weights) 1; matrices Normal(0, init_std), output projections scaled by 1/sqrt(2 * n_layer)
+    (GPT-2). Draws from the global generator, so the same seed and order give the same weights sharded or not."""
+    if p.dim() == 1:
+        return nn.init.ones_(p)
+    out = name.endswith(("o_proj.weight", "down_proj.weight"))
+    return nn.init.normal_(p, 0.0, cfg.init_std / math.sqrt(2 * cfg.n_layer) if out else cfg.init_std)
 
 
 def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:

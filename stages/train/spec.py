@@ -15,7 +15,8 @@ DEFAULT_PROMPTS = ["中华人民共和国的首都是", "Debian 是一个", "在
 class TrainConfig(StageConfig):
     """Chinese-first defaults sized for the tiny preset on 2 CPU cores (the quickstart)."""
 
-    EXEC_FIELDS = frozenset({"num_workers", "micro_batch", "use_gpu", "max_failures", "torch_threads", "log_every"})
+    EXEC_FIELDS = frozenset({"num_workers", "micro_batch", "use_gpu", "max_failures", "torch_threads", "log_every",
+                             "parallel"})
 
     preset: str = Field("tiny", description="model preset: tiny, 30m, 124m, 350m, 1.3b, 7b (stages/train/presets)")
     model: dict = Field(default_factory=dict, description="overrides of GPTConfig fields, e.g. {n_layer: 6}")
@@ -49,6 +50,9 @@ class TrainConfig(StageConfig):
     micro_batch: Optional[int] = Field(None, ge=1, description="sequences per forward pass per worker; "
                                        "None = the worker's whole share (accumulation = share / micro_batch)")
     use_gpu: bool = False
+    parallel: Optional[Literal["ddp", "fsdp"]] = Field(
+        None, description="ddp replicates the model; fsdp shards it with FSDP2 (fully_shard per block, bf16 on "
+        "GPU); None = fsdp from ~1B parameters (the 1.3b and 7b presets), else ddp. Checkpoints are full either way")
     max_failures: int = Field(2, ge=-1, description="worker-death restarts (-1 = forever)")
     torch_threads: Optional[int] = Field(None, ge=1, description="torch threads per worker; None = CPUs / workers")
     log_every: int = Field(10, ge=1, description="MLflow flush interval in steps")

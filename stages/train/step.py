@@ -81,14 +81,18 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[t
     total = sum(m.shape[0] for m in micro)
     loss_sum = torch.zeros((), dtype=torch.float64)
     for i, batch in enumerate(micro):
-        sync = i == len(micro) - 1  # DDP all-reduces once, on the last micro-batch
+        sync = i == len(micro) - 1  # DDP all-reduces (FSDP2 reduce-scatters) once, on the last micro-batch
         ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
+        if hasattr(model, "set_requires_gradient_sync"):
+            model.set_requires_gradient_sync(sync)
         with ctx, (autocast or contextlib.nullcontext()):
             logits = model(batch[:, :-1])
             loss = token_loss(logits, batch[:, 1:])
         (loss * (batch.shape[0] / total)).backward()
         loss_sum += loss.detach().double().cpu() * batch.shape[0]
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
+    if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
+        norm = norm.full_tensor()
     opt.step()
     opt.zero_grad(set_to_none=True)
     return {"loss": float(loss_sum / total), "grad_norm": float(norm)}
