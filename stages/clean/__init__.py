@@ -1,8 +1,9 @@
 """The clean stage: Chinese-first normalisation, Traditional->Simplified (OpenCC), script/language and quality
-rules, PII masking; every dropped document goes to `rejects` with the rule, the measured value and the threshold.
+rules, an optional line filter (stages/clean/lines.py), PII masking; every dropped document goes to `rejects` with
+the rule, the measured value and the threshold; removed lines are counted per rule in the stats.
 
-Inputs: crawl's `docs`. Outputs: `docs` (input columns kept, plus `converted` and `pii_<kind>` counts) and
-`rejects` (id, url, source_name, rule, value, threshold), one shard of each per input shard.
+Inputs: crawl's `docs`. Outputs: `docs` (input columns kept, plus `converted`, `pii_<kind>` and `lines_removed`
+counts) and `rejects` (id, url, source_name, rule, value, threshold), one shard of each per input shard.
 Run it with the pipeline (`zhgpt run configs/quickstart.yaml --from clean`); tests: tests/stages/test_clean*.py.
 """
 from __future__ import annotations

@@ -78,6 +78,13 @@ class CleanConfig(StageConfig):
     max_sensitive_per_line: Optional[float] = Field(0.5, ge=0, description="CWT: distinct hits per line > 0.5 drops")
     max_sensitive_per_doc: Optional[int] = Field(3, ge=0, description="Chinese C4: > 3 occurrences drops")
 
+    # --- line filter: inside a document the rules above kept, drop lines that are not Chinese running text ---
+    line_min_cjk_ratio: Optional[float] = Field(None, ge=0, le=1, description="drop a line whose ideographs are "
+                                                "below this share of its letters + ideographs (commands, paths, "
+                                                "English; lines of only digits/punctuation score 0); null: off")
+    line_drop_table_rows: bool = Field(False, description="drop lines that begin and end with | (tables as the "
+                                       "crawl's extractor renders them: cell fragments and markup rows)")
+
     # --- PII ---
     pii: Optional[list[Literal["email", "id_card", "bank_card", "phone", "ipv4", "ipv6"]]] = Field(
         list(PII_TYPES), description="PII kinds masked with typed placeholders (<EMAIL>, <PHONE>, ...)")

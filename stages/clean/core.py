@@ -1,5 +1,5 @@
 """The clean stage's core: one document through normalisation, Traditional->Simplified, script/language and
-quality rules and PII masking; then a whole Arrow table. No Ray here.
+quality rules, the optional line filter and PII masking; then a whole Arrow table. No Ray here.
 
     from stages.clean.config import CleanConfig
     from stages.clean.core import Cleaner, clean_table
@@ -21,13 +21,15 @@ import pyarrow as pa
 
 from stages.clean import rules
 from stages.clean.config import PII_TYPES, CleanConfig
+from stages.clean.lines import filter_lines
 from stages.clean.normalise import normalise
 from stages.clean.pii import mask_pii
 from stages.clean.script import Converter, LangId, traditional_fraction
 
 REJECT_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("source_name", pa.string()),
                            ("rule", pa.string()), ("value", pa.float64()), ("threshold", pa.float64())])
-ADDED = [("converted", pa.string())] + [(f"pii_{k}", pa.int32()) for k in PII_TYPES]
+ADDED = ([("converted", pa.string())] + [(f"pii_{k}", pa.int32()) for k in PII_TYPES]
+         + [("lines_removed", pa.int32())])
 Rule = Callable[[rules.Doc], rules.Result]
 
 
@@ -40,6 +42,8 @@ class Outcome:
     converted: str | None = None
     pii: dict[str, int] = field(default_factory=dict)
     traditional: bool = False  # detected as Traditional script (whatever the mode did with it)
+    lines: Counter = field(default_factory=Counter)  # lines the line filter removed, per rule
+    line_chars: int = 0  # non-space characters in those lines
 
 
 class SensitiveWords:
@@ -86,9 +90,14 @@ def rule_names(cfg: CleanConfig) -> list[str]:
     names += [f"max_dup_{n}gram_frac" for n in sorted(cfg.max_dup_ngram_frac or {})]
     names += ["traditional"] if cfg.traditional == "drop" else []
     names += ["langid"] if cfg.langid_model else []
+    names += ["min_chars_after_lines"] if line_filter_on(cfg) else []
     if cfg.sensitive_words:
         names += [n for n in ("max_sensitive_per_line", "max_sensitive_per_doc") if getattr(cfg, n) is not None]
     return names
+
+
+def line_filter_on(cfg: CleanConfig) -> bool:
+    return cfg.line_min_cjk_ratio is not None or cfg.line_drop_table_rows
 
 
 class Cleaner:
@@ -141,15 +150,24 @@ class Cleaner:
             score = self.langid.score(text)
             if score < cfg.langid_min_score:
                 return Outcome(None, "langid", score, cfg.langid_min_score, converted, traditional=is_trad)
+        lines, line_chars = Counter(), 0
+        if line_filter_on(cfg):  # the document is judged whole first; then its non-Chinese lines go
+            before = doc.chars
+            text, lines = filter_lines(text, cfg.line_min_cjk_ratio, cfg.line_drop_table_rows)
+            left = rules.Doc(text).chars if lines else before
+            line_chars = before - left
+            if left < (cfg.min_chars or 1):
+                return Outcome(None, "min_chars_after_lines", float(left), float(cfg.min_chars or 1), converted,
+                               traditional=is_trad, lines=lines, line_chars=line_chars)
         pii: dict[str, int] = {}
         if cfg.pii:
             text, pii = mask_pii(text, tuple(cfg.pii))
-        return Outcome(text, converted=converted, pii=pii, traditional=is_trad)
+        return Outcome(text, converted=converted, pii=pii, traditional=is_trad, lines=lines, line_chars=line_chars)
 
 
 def clean_table(table: pa.Table, cfg: CleanConfig, cleaner: Cleaner | None = None
                 ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
-    """(kept documents with `converted` and pii_* columns, rejects, stats). Row order is kept."""
+    """(kept documents with `converted`, pii_* and `lines_removed` columns, rejects, stats). Row order is kept."""
     cleaner = cleaner or Cleaner(cfg)
     cols = {n: table.column(n).to_pylist() for n in ("id", "url", "source_name", "text")}
     outcomes = [cleaner.clean(t, s, u) for t, s, u in zip(cols["text"], cols["source_name"], cols["url"])]
@@ -160,6 +178,7 @@ def clean_table(table: pa.Table, cfg: CleanConfig, cleaner: Cleaner | None = Non
     docs = _set_column(docs, "converted", pa.array([o.converted for o in kept], pa.string()))
     for k in PII_TYPES:
         docs = _set_column(docs, f"pii_{k}", pa.array([o.pii.get(k, 0) for o in kept], pa.int32()))
+    docs = _set_column(docs, "lines_removed", pa.array([sum(o.lines.values()) for o in kept], pa.int32()))
     rej = [(i, o) for i, o in enumerate(outcomes) if o.text is None]
     rejects = pa.Table.from_pylist([{"id": cols["id"][i], "url": cols["url"][i], "source_name": cols["source_name"][i],
                                      "rule": o.rule, "value": o.value, "threshold": o.threshold} for i, o in rej],
@@ -186,6 +205,10 @@ def _stats(table: pa.Table, outcomes: list[Outcome]) -> dict[str, float]:
         stats["bytes_out"] += len(o.text.encode())
         if o.converted:
             stats[f"converted.{o.converted}"] += 1
+        for rule, n in o.lines.items():
+            stats[f"lines_removed.{rule}"] += n
+        if o.line_chars:
+            stats["line_chars_removed"] += o.line_chars
         for k, n in o.pii.items():
             stats[f"pii.{k}"] += n
     return dict(stats)

@@ -10,7 +10,7 @@ from collections import Counter
 from pipelines.dataset import ShardInfo, read_shard, write_file, write_parquet
 from pipelines.stage import StageContext, StageResult
 from stages.clean.config import CleanConfig
-from stages.clean.core import Cleaner, clean_table, rule_names
+from stages.clean.core import Cleaner, clean_table, line_filter_on, rule_names
 
 
 def clean_shard(i: int, path: str, cfg: CleanConfig, out_dir: str) -> tuple[ShardInfo, ShardInfo, dict]:
@@ -23,6 +23,9 @@ def clean_shard(i: int, path: str, cfg: CleanConfig, out_dir: str) -> tuple[Shar
 def summarise(parts: list[dict], cfg: CleanConfig) -> dict[str, float]:
     total: Counter = Counter({f"rejected.{n}": 0 for n in rule_names(cfg)})
     total.update({f"pii.{k}": 0 for k in cfg.pii or ()})
+    if line_filter_on(cfg):
+        total.update({"line_chars_removed": 0, "lines_removed.line_drop_table_rows": 0,
+                      "lines_removed.line_min_cjk_ratio": 0})
     for p in parts:
         total.update(p)
     stats = {k: float(v) for k, v in sorted(total.items())}

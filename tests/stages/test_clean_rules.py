@@ -1,5 +1,5 @@
 """Unit tests for the clean stage's pure functions: normalisation, script detection, every quality rule on both
-sides of its threshold, PII masking (positives and the listed negatives).
+sides of its threshold, PII masking (positives and the listed negatives), the line filter on real text.
 
 Run: .venv/bin/python -m pytest -q tests/stages/test_clean_rules.py   (~3 s; no Ray)
 """
@@ -8,9 +8,13 @@ from __future__ import annotations
 import pytest
 
 from stages.clean import rules as R
+from stages.clean.config import CleanConfig
+from stages.clean.core import Cleaner
+from stages.clean.lines import filter_lines, line_cjk_ratios
 from stages.clean.normalise import is_boilerplate, normalise
 from stages.clean.pii import id_checksum_ok, luhn_ok, mask_pii
 from stages.clean.script import CJK, KANA, char_classes, script_share, traditional_fraction
+from tests.realtext import sample_docs
 
 # Hand-written prose (mine), ~240 characters, used as the "good text" side of each rule.
 PROSE = ("今天下午我们在图书馆讨论了开源软件的发展历史。自由软件运动起源于上世纪八十年代，"
@@ -167,3 +171,41 @@ def test_terminal_punct_count_matches_the_line_definition():
     text = "第一句。\n标题\n他说：“好。”\n  结尾！  \nEnglish line.\n（括号）\n列表项"
     doc = R.Doc(text)
     assert R.min_terminal_punct_lines(doc, 0)[2] == pytest.approx(sum(map(R.ends_sentence, doc.lines)) / 7) == 4 / 7
+
+
+# --- line filter ---------------------------------------------------------------------------------------------
+
+def test_line_cjk_ratio_both_sides():
+    lines = ["使用 apt 命令安装软件包。",         # 9 ideographs, 3 letters: 0.75
+             "运行 sudo apt-get install vim",     # 2 ideographs, 20 letters
+             "2024 年 1 月",                      # digits are not letters: 1.0
+             "1.2.3 --- |",                      # no letters, no ideographs: 0
+             "これは日本語です",                   # kana count as letters: 3 / 8
+             ""]
+    assert list(line_cjk_ratios(lines)) == pytest.approx([0.75, 2 / 22, 1.0, 0.0, 3 / 8, 0.0])
+    text, dropped = filter_lines("\n".join(lines), 0.5, False)
+    assert text == "使用 apt 命令安装软件包。\n2024 年 1 月" and dropped == {"line_min_cjk_ratio": 3}
+    assert filter_lines("\n".join(lines), 0.05, False)[0].split("\n")[:2] == lines[:2]
+
+
+def test_line_filter_on_real_debian_text():
+    """Debian Reference ch01 (zh-CN) as the clean stage sees it: prose stays, commands/paths/tables go."""
+    text = Cleaner(CleanConfig()).normalise(sample_docs("usr/share/debian-reference/ch01.zh-cn.html")
+                                            .column("text").to_pylist()[0])
+    out, dropped = filter_lines(text, 0.5, True)
+    kept, before = out.split("\n"), text.split("\n")
+    for line in ["为了在 Linux 字符控制台中使用鼠标，您需要让 gpm(8) 作为后台守护进程（daemon）运行。",
+                 "在现代滚轮鼠标上的中央滚轮，被认为是中间键，并可以被当做中间键使用。在 2 键鼠标系统的情况下，"
+                 "同时按左键和右键就相当于按中间键。",
+                 "less(1) 命令是一个增强版的分页程序（文件内容查看器）。它按照指定的命令参数或标准输出来读取文件。在用"]:
+        assert line in before and line in kept, line
+    for line in ["export PATH", "CDPATH=.:/usr/share/doc:~:~/Desktop:~", "# enable bash-completion", "fi",
+                 "| Ctrl-U | 删除光标前到行首的字符 |", "|---|---|"]:
+        assert line in before and line not in kept, line
+    assert dropped["line_drop_table_rows"] > 100 and dropped["line_min_cjk_ratio"] > 100
+    rest = before
+    for line in filter(None, kept):  # what stays is the input's own lines, in order, nothing rewritten
+        rest = rest[rest.index(line) + 1:]
+    assert sum(dropped.values()) == len([x for x in before if x.strip()]) - len([x for x in kept if x])
+    assert filter_lines(text, 0.5, True) == (out, dropped)
+    assert filter_lines(text, None, False) == (text, {})

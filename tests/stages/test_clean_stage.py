@@ -20,6 +20,7 @@ from pipelines.dataset import DOC_SCHEMA, doc_id
 from stages.clean import fingerprint
 from stages.clean.config import CleanConfig
 from stages.clean.core import REJECT_SCHEMA, clean_table
+from stages.clean.run import summarise
 from tests.helpers import make_stage_data, run_stage
 from tests.realtext import sample_docs
 from tests.stages.test_clean_rules import PROSE
@@ -162,9 +163,38 @@ def test_pii_masked_in_stage_output():
     assert stats["pii.email"] == stats["pii.phone"] == 1
 
 
+# rows of a real table (Debian Reference ch01, "bash 的按键绑定列表") as the crawl's extractor renders them
+KEY_TABLE = ["| 快捷键 | 描述 |", "|---|---|", "| Ctrl-U | 删除光标前到行首的字符 |", "| Ctrl-H | 删除光标前的一个字符 |",
+             "| Ctrl-D | 终止输入（如果你在使用 shell，则退出 shell） |", "| Ctrl-C | 终止一个正在运行的程序 |",
+             "| Ctrl-Z | 通过将程序移动到后台来暂停程序 |", "| Ctrl-R | 开始在 bash 的增量命令历史中搜索 |"]
+
+
+def test_line_filter_counts_and_explains():
+    lines = CleanConfig(line_min_cjk_ratio=0.5, line_drop_table_rows=True)
+    commands = "$ sudo apt-get install vim\n$ export EDITOR=vim"
+    docs, rejects, stats = clean_table(table_of([PROSE + "\n" + commands + "\n" + "\n".join(KEY_TABLE)]), lines)
+    row = docs.to_pylist()[0]
+    assert row["text"] == PROSE and row["lines_removed"] == 10
+    assert stats["lines_removed.line_drop_table_rows"] == 8 and stats["lines_removed.line_min_cjk_ratio"] == 2
+    assert stats["line_chars_removed"] == len("".join((commands + "".join(KEY_TABLE)).split()))
+    assert summarise([stats], lines)["rejected.min_chars_after_lines"] == 0  # the MLflow run shows the 0
+    # judged whole, the page is Chinese; without its table rows too little text is left for min_chars
+    table_page = PROSE + "\n" + "\n".join(KEY_TABLE)
+    docs, rejects, stats = clean_table(table_of([table_page]), lines.model_copy(update={"min_chars": 300}))
+    assert docs.num_rows == 0 and stats["rejected.min_chars_after_lines"] == 1
+    r = rejects.to_pylist()[0]
+    assert r["rule"] == "min_chars_after_lines" and r["value"] == len("".join(PROSE.split())) and r["threshold"] == 300
+    assert "lines_removed.line_min_cjk_ratio" not in stats  # only kept documents count their removed lines
+    # off by default: the text is untouched and the column says so
+    docs, _, stats = clean_table(table_of([table_page]), CleanConfig())
+    assert docs.to_pylist()[0]["text"] == table_page and docs.to_pylist()[0]["lines_removed"] == 0
+    assert not [k for k in stats if "line" in k and "rejected" not in k]
+
+
 @pytest.mark.parametrize("bad, key", [
     ({"opencc_config": "tw2xx"}, "opencc_config"),
     ({"min_cjk_ratio": 1.5}, "min_cjk_ratio"),
+    ({"line_min_cjk_ratio": -0.1}, "line_min_cjk_ratio"),
     ({"langid_model": "no/such/model.bin"}, "langid_model"),
     ({"traditonal": "drop"}, "traditonal"),
     ({"max_dup_ngram_frac": {0: 0.5}}, "max_dup_ngram_frac"),
