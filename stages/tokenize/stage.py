@@ -9,6 +9,9 @@ import re
 import shutil
 from typing import Any
 
+import pyarrow.parquet as pq
+import ray
+
 from pipelines.dataset import write_file
 from pipelines.stage import StageContext, StageResult
 from stages.tokenize.encode import SPLITS, byte_mask, encode_shard
@@ -88,6 +91,21 @@ def rows_per_source(packed: list[dict[str, Any]], jobs: list[tuple]) -> dict[str
     return out
 
 
+def text_bytes(path: str) -> int:
+    """Uncompressed size of a documents shard (from its Parquet footer): what an encode task's time follows."""
+    meta = pq.ParquetFile(path).metadata
+    return sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+
+
+def largest_first(ctx: StageContext, fn, jobs: list[tuple], sizes: list[int], **kw) -> list[Any]:
+    """ctx.map over the jobs, biggest first so no worker is left with a big task at the end; results in job order."""
+    order = sorted(range(len(jobs)), key=lambda i: (-sizes[i], i))
+    out: list[Any] = [None] * len(jobs)
+    for i, r in zip(order, ctx.map(fn, [jobs[i] for i in order], **kw)):
+        out[i] = r
+    return out
+
+
 def task_cause(exc: BaseException) -> BaseException:
     """The exception a Ray task raised, not Ray's wrapper (whose first line is the task name, not the reason)."""
     cause = getattr(exc, "cause", None)
@@ -108,8 +126,10 @@ def _run(ctx: StageContext) -> StageResult:
     facts.update(seq_len=cfg.seq_len, tokenizer_digest=digest)
     part = ctx.partial_dir / "enc"
     docs = [str(p) for p in ctx.upstream["dedupe"].paths("docs")]
-    jobs = [(i, p, model, {**facts, "is_byte": is_byte}, cfg, str(part)) for i, p in enumerate(docs)]
-    enc = merge(ctx.map(encode_shard, jobs, num_cpus=cfg.encode_threads, rows_of=lambda s: s["docs"]))
+    shared = [ray.put(model), ray.put({**facts, "is_byte": is_byte})]  # stored once, not copied into every task
+    jobs = [(i, p, *shared, cfg, str(part)) for i, p in enumerate(docs)]
+    enc = merge(largest_first(ctx, encode_shard, jobs, [text_bytes(p) for p in docs], num_cpus=cfg.encode_threads,
+                              rows_of=lambda s: s["docs"]))
     if enc["tokens"] == 0:
         raise ValueError("the dedupe output holds no non-empty documents: nothing to tokenize")
     sources = sorted({s for per in enc["split_tokens"].values() for s in per})

@@ -217,3 +217,22 @@ def test_encoder_threads_do_not_change_tokens(tokenizer):
     one, two = Encoder(model, "uint16", 1).encode(texts), Encoder(model, "uint16", 2).encode(texts, batch=7)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
     assert one[0][one[1].cumsum() - 1].tolist() == [2] * len(texts)  # every document ends with EOS
+
+
+def test_largest_first_runs_big_jobs_first_and_keeps_job_order(corpus):
+    from stages.tokenize.stage import largest_first, text_bytes
+
+    class Ctx:  # ctx.map's contract: results in the order of the items it was given
+        def map(self, fn, items, **kw):
+            self.seen = [i[0] for i in items]
+            return [fn(*i) for i in items]
+
+    ctx = Ctx()
+    assert largest_first(ctx, lambda name: name.upper(), [("a",), ("b",), ("c",), ("d",)], [5, 9, 5, 7]) == \
+        ["A", "B", "C", "D"]
+    assert ctx.seen == ["b", "d", "a", "c"]  # ties keep job order
+    import pyarrow.parquet as pq
+
+    sizes = [text_bytes(str(p)) for p in corpus.paths("docs")]
+    text = [pc.sum(pc.binary_length(pq.read_table(p).column("text"))).as_py() for p in corpus.paths("docs")]
+    assert np.argsort(sizes).tolist() == np.argsort(text).tolist() and min(sizes) > 0  # footer size follows the text
