@@ -14,13 +14,14 @@ import numpy as np
 import pyarrow as pa
 
 from stages.dedupe import components as cc
+from stages.dedupe.arrow import col, nd, table
 from stages.dedupe.sources import gid_source
 from stages.dedupe.tasks import read_all, read_ipc, write_ipc
 
 
 def _write_routed(routed, out: Path, q: int) -> None:
     for dest, (u, v) in enumerate(routed):
-        write_ipc(pa.table({"u": u, "v": v}), out / f"from-{q:05d}" / f"p-{dest:04d}.arrow")
+        write_ipc(table(u=u, v=v), out / f"from-{q:05d}" / f"p-{dest:04d}.arrow")
 
 
 def large_round(r: int, q: int, root: str, partitions: int) -> tuple[int, int]:
@@ -28,7 +29,7 @@ def large_round(r: int, q: int, root: str, partitions: int) -> tuple[int, int]:
     root_p = Path(root)
     u, v = read_all(list(root_p.glob(f"cc/r{r:03d}/from-*/p-{q:04d}.arrow")), ["u", "v"])
     (lo, hi), (nodes, labels), digest = cc.large_star(u, v)
-    write_ipc(pa.table({"gid": nodes, "label": labels}), root_p / "cc" / f"labels-{r:03d}" / f"p-{q:04d}.arrow")
+    write_ipc(table(gid=nodes, label=labels), root_p / "cc" / f"labels-{r:03d}" / f"p-{q:04d}.arrow")
     _write_routed(cc.route_small(lo, hi, partitions), root_p / "cc" / f"r{r:03d}s", q)
     return digest
 
@@ -46,12 +47,20 @@ def resolve(q: int, r: int, root: str, partitions: int) -> int:
     root_p = Path(root)
     lab = read_ipc(root_p / "cc" / f"labels-{r:03d}" / f"p-{q:04d}.arrow")
     nodes = [read_ipc(p) for p in sorted(root_p.glob(f"nodes/v-*/p-{q:04d}.arrow"))]
-    attrs = pa.concat_tables(nodes).group_by("gid").aggregate([("length", "max"), ("id", "min"), ("against", "max")])
-    joined = lab.join(attrs, "gid", join_type="inner").rename_columns(
-        {"length_max": "length", "id_min": "id", "against_max": "against"})
-    dest = cc.partition_of(joined.column("label").to_numpy(), partitions)
+    # a gid's attributes are the same in every file that names it: keep one row per gid, then join on gid
+    attrs = pa.concat_tables(nodes).sort_by("gid")
+    agid = nd(attrs.column("gid"))
+    one = np.flatnonzero(np.r_[True, agid[1:] != agid[:-1]]) if len(agid) else np.zeros(0, np.int64)
+    agid, gid, label = agid[one], nd(lab.column("gid")), nd(lab.column("label"))
+    pos = np.searchsorted(agid, gid)
+    hit = pos < len(agid)
+    hit[hit] = agid[pos[hit]] == gid[hit]
+    rows = col(one[pos[hit]])
+    joined = table(gid=gid[hit], label=label[hit], length=attrs.column("length").take(rows),
+                   id=attrs.column("id").take(rows), against=attrs.column("against").take(rows))
+    dest = cc.partition_of(nd(joined.column("label")), partitions)
     for p in range(partitions):
-        write_ipc(joined.filter(pa.array(dest == p)), root_p / "resolve" / f"from-{q:05d}" / f"p-{p:04d}.arrow")
+        write_ipc(joined.filter(col(dest == p)), root_p / "resolve" / f"from-{q:05d}" / f"p-{p:04d}.arrow")
     return joined.num_rows
 
 
@@ -64,18 +73,18 @@ def keep(q: int, root: str, sample: int) -> dict:
         return {"clusters": 0, "largest": 0, "sample": []}
     t = t.sort_by([("label", "ascending"), ("against", "descending"),
                                          ("length", "descending"), ("id", "ascending")])
-    label = t.column("label").to_numpy()
+    label = nd(t.column("label"))
     first = np.r_[True, label[1:] != label[:-1]]
     starts = np.flatnonzero(first)
     sizes = np.diff(np.r_[starts, len(label)])
-    gid = t.column("gid").to_numpy()
+    gid = nd(t.column("gid"))
     kept_pos = np.repeat(starts, sizes)
-    members = pa.table({"gid": gid, "kept_gid": gid[kept_pos], "kept_id": t.column("id").take(pa.array(kept_pos)),
-                        "kept_against": t.column("against").to_numpy(zero_copy_only=False)[kept_pos],
-                        "size": np.repeat(sizes, sizes)}).filter(pa.array(~first))
-    src = gid_source(members.column("gid").to_numpy())
+    members = table(gid=gid, kept_gid=gid[kept_pos], kept_id=t.column("id").take(col(kept_pos)),
+                    kept_against=nd(t.column("against"))[kept_pos],
+                    size=np.repeat(sizes, sizes)).filter(col(~first))
+    src = gid_source(nd(members.column("gid")))
     for s in np.unique(src):
-        write_ipc(members.filter(pa.array(src == s)), root_p / "members" / f"from-{q:05d}" / f"s-{s:05d}.arrow")
+        write_ipc(members.filter(col(src == s)), root_p / "members" / f"from-{q:05d}" / f"s-{s:05d}.arrow")
     ids = t.column("id").to_pylist()
     order = sorted(range(len(starts)), key=lambda i: (-sizes[i], ids[starts[i]]))[:sample]
     return {"clusters": len(starts), "largest": int(sizes.max()),

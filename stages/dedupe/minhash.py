@@ -266,7 +266,9 @@ def utf8_buffers(texts) -> tuple[np.ndarray, np.ndarray]:
     """(bytes, offsets) of a list of str or a pyarrow string array, without copying an Arrow buffer."""
     import pyarrow as pa
 
-    arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, pa.large_string())
+    from stages.dedupe.arrow import strings
+
+    arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else strings(texts, large=True)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.cast(pa.large_string())

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.dedupe.arrow import col
 from stages.dedupe.sources import Source, gid_row, gid_source, read_source
 from stages.dedupe.tasks import SigFiles, read_ipc, similarity
 
@@ -24,8 +25,8 @@ def _texts(gids: list[int], sources: list[Source]) -> dict[int, str]:
     arr = np.array(gids, np.int64)
     for s in np.unique(gid_source(arr)):
         sel = arr[gid_source(arr) == s]
-        col = read_source(sources[int(s)], ["text"]).column("text").take(pa.array(gid_row(sel)))
-        out.update(zip(sel.tolist(), col.to_pylist()))
+        texts = read_source(sources[int(s)], ["text"]).column("text").take(col(gid_row(sel)))
+        out.update(zip(sel.tolist(), texts.to_pylist()))
     return out
 
 
@@ -34,7 +35,7 @@ def write_clusters_html(out_dir: Path, name: str, sample: list[tuple[int, str, i
     """Write `name` under out_dir for clusters given as (size, kept id, kept gid); returns its relative path."""
     kept_gids = np.array([c[2] for c in sample], np.int64)
     mem = pa.concat_tables([read_ipc(p) for p in sorted(Path(root).glob("members/from-*/s-*.arrow"))])
-    mem = mem.filter(pc.is_in(mem.column("kept_gid"), pa.array(kept_gids)))
+    mem = mem.filter(pc.is_in(mem.column("kept_gid"), col(kept_gids)))
     mem = mem.sort_by([("kept_gid", "ascending"), ("gid", "ascending")])
     by_kept: dict[int, list[int]] = {}
     for g, k in zip(mem.column("gid").to_pylist(), mem.column("kept_gid").to_pylist()):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.dataset import ContractError, StageData, doc_id, read_shard, sha256_file
+from pipelines.dataset import ContractError, StageData, doc_id, sha256_file
+from stages.dedupe.arrow import read_table
 
 ROW_BITS = 32
 
@@ -74,11 +75,12 @@ def read_source(src: Source, columns: list[str] | None = None) -> pa.Table:
         rows = _read_jsonl(Path(src.path))
         table = pa.Table.from_pylist(rows) if rows else pa.table({src.text_column: pa.array([], pa.string())})
     else:
-        table = read_shard(src.path)
+        table = read_table(src.path)
     if src.text_column not in table.column_names:
         raise ContractError(f"{src.path}: no {src.text_column!r} column (has {', '.join(table.column_names)}); "
                             f"set dedupe.against_text_column")
-    texts = table.column(src.text_column).cast(pa.string()).fill_null("")
+    texts = table.column(src.text_column).cast(pa.string())
+    texts = texts.fill_null("") if texts.null_count else texts  # fill_null("") imports pandas (pa.scalar)
     n = table.num_rows
     urls = (table.column("url").cast(pa.string()) if "url" in table.column_names
             else pa.array([f"file:{Path(src.path).name}:{i + 1}" for i in range(n)]))

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipelines.dataset import read_shard, write_parquet
+from pipelines.dataset import write_parquet
 from pipelines.stage import StageContext, StageResult
 from stages.dedupe import cctasks, tasks
+from stages.dedupe.arrow import col, nd, read_table, strings
 from stages.dedupe.components import combine_digests
 from stages.dedupe.report import write_clusters_html
 from stages.dedupe.sources import against_sources, check_source, gid_row, gid_source, input_sources
@@ -129,29 +130,29 @@ def _finish(job: str, *args):
 def write_shard(s: int, path: str, root: str, out_dir: str, cfg) -> dict:
     """Kept documents of input shard s (all columns) and its duplicates table, in row order."""
     root_p = Path(root)
-    table = read_shard(path)
+    shard = read_table(path)
     mem = [tasks.read_ipc(p) for p in sorted(root_p.glob(f"members/from-*/s-{s:05d}.arrow"))]
     mem = pa.concat_tables(mem).sort_by("gid") if mem else None
-    removed = mem.column("gid").to_numpy() if mem is not None else np.zeros(0, np.int64)
-    keep_mask = np.ones(table.num_rows, bool)
+    removed = nd(mem.column("gid")) if mem is not None else np.zeros(0, np.int64)
+    keep_mask = np.ones(shard.num_rows, bool)
     keep_mask[gid_row(removed)] = False
-    docs = write_parquet(table.filter(pa.array(keep_mask)), out_dir, f"docs/part-{s:05d}.parquet")
+    docs = write_parquet(shard.filter(col(keep_mask)), out_dir, f"docs/part-{s:05d}.parquet")
     sig = tasks.SigFiles(root_p)
     counts = {"removed": len(removed), "exact": 0, "near": 0, "against": 0, "drift": 0, "against_by_source": {}}
     if mem is None:
         dups = write_parquet(DUP_SCHEMA.empty_table(), out_dir, f"duplicates/part-{s:05d}.parquet")
         return {"docs": docs, "dups": dups, **counts}
-    kept_gid = mem.column("kept_gid").to_numpy()
+    kept_gid = nd(mem.column("kept_gid"))
     to_kept, same, _ = tasks.similarity(sig, removed, kept_gid, cfg.verify)
     to_kept = np.where(same, 1.0, to_kept)
-    against = mem.column("kept_against").to_numpy(zero_copy_only=False)
+    against = nd(mem.column("kept_against"))
     kind = np.where(against, "against", np.where(same, "exact", "near"))
     other, edge_j = _best_edges(root_p, s, removed)
-    rows = pa.array(gid_row(removed))
+    rows = col(gid_row(removed))
     dup = pa.table({"id": sig[s].column("id").take(rows), "url": sig[s].column("url").take(rows),
                     "cluster_id": mem.column("kept_id"), "kept_id": mem.column("kept_id"),
-                    "edge_from": _ids_of(sig, other), "edge_jaccard": edge_j, "jaccard_to_kept": to_kept,
-                    "kind": kind.tolist()}, schema=DUP_SCHEMA)
+                    "edge_from": _ids_of(sig, other), "edge_jaccard": col(edge_j), "jaccard_to_kept": col(to_kept),
+                    "kind": strings(kind.tolist())}, schema=DUP_SCHEMA)
     counts.update(exact=int((kind == "exact").sum()), near=int((kind == "near").sum()),
                   against=int(against.sum()),
                   drift=int((to_kept < (cfg.threshold if cfg.threshold is not None else 1.0)).sum()))
@@ -165,5 +166,5 @@ def _ids_of(sig: tasks.SigFiles, gids: np.ndarray) -> pa.Array:
     src = gid_source(gids)
     for s in np.unique(src):
         sel = np.flatnonzero(src == s)
-        out[sel] = sig[int(s)].column("id").take(pa.array(gid_row(gids[sel]))).to_pylist()
-    return pa.array(out.tolist(), pa.string())
+        out[sel] = sig[int(s)].column("id").take(col(gid_row(gids[sel]))).to_pylist()
+    return strings(out.tolist())

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.dedupe import components as cc
+from stages.dedupe.arrow import col, nd, strings, table
 from stages.dedupe.sources import ROW_BITS, Source, gid_row, gid_source, read_source
 
 
@@ -39,12 +40,12 @@ def read_ipc(path: Path) -> pa.Table:
 
 def read_all(paths: list[Path], names: list[str], dtype=np.int64) -> list[np.ndarray]:
     tables = [read_ipc(p) for p in sorted(paths)]
-    return [np.concatenate([t.column(n).to_numpy() for t in tables]).astype(dtype, copy=False) if tables
+    return [np.concatenate([nd(t.column(n)) for t in tables]).astype(dtype, copy=False) if tables
             else np.zeros(0, dtype) for n in names]
 
 
 def _pairs_table(lo, hi) -> pa.Table:
-    return pa.table({"lo": pa.array(lo, pa.int64()), "hi": pa.array(hi, pa.int64())})
+    return table(lo=lo.astype(np.int64, copy=False), hi=hi.astype(np.int64, copy=False))
 
 
 def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partitions: int) -> dict:
@@ -61,12 +62,12 @@ def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partit
     norm = normalise_batch(t.column("text").to_pylist())
     exact = np.frombuffer(b"".join(exact_key(x) for x in norm.to_pylist()), np.uint8).reshape(-1, 16)
     sigs, hashes, starts = sign_batch(norm, cfg.ngram, cfg.num_perm, cfg.seed, cfg.hashfunc)
-    lengths = pa.compute.utf8_length(t.column("text")).cast(pa.int64()).fill_null(0)
+    lengths = pa.compute.utf8_length(t.column("text")).cast(pa.int64())  # read_source left no nulls
     sig_t = pa.table({"id": t.column("id"), "url": t.column("url"), "length": lengths,
                       "exact": pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(norm),
                                                                     [None, pa.py_buffer(exact.tobytes())]),
-                      "shingles": pa.LargeListArray.from_arrays(pa.array(starts), pa.array(hashes)),
-                      "sig": pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel()), cfg.num_perm)})
+                      "shingles": pa.LargeListArray.from_arrays(col(starts), col(hashes)),
+                      "sig": pa.FixedSizeListArray.from_arrays(col(sigs.ravel()), cfg.num_perm)})
     write_ipc(sig_t, root_p / "sig" / f"s-{idx:05d}.arrow")
     gids = (np.int64(idx) << ROW_BITS) + np.arange(len(norm), dtype=np.int64)
     keys, owners = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
@@ -82,7 +83,7 @@ def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partit
     part = ((keys >> np.uint64(40)) % np.uint64(partitions)).astype(np.int64)
     for p in range(partitions):
         sel = part == p
-        write_ipc(pa.table({"key": keys[sel], "gid": owners[sel]}), root_p / "bands" / f"s-{idx:05d}" / f"p-{p:04d}.arrow")
+        write_ipc(table(key=keys[sel], gid=owners[sel]), root_p / "bands" / f"s-{idx:05d}" / f"p-{p:04d}.arrow")
     stats = {"docs": len(norm), "short_docs": int((~has).sum()), "chars": int(pa.compute.sum(lengths).as_py() or 0)}
     done.write_text(json.dumps(stats))
     return stats
@@ -117,7 +118,7 @@ class SigFiles:
 
     def sets(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         col = self[s].column("shingles").combine_chunks()
-        return col.values.to_numpy(), col.offsets.to_numpy()
+        return nd(col.values), nd(col.offsets)
 
     def exact(self, s: int) -> np.ndarray:
         col = self[s].column("exact").combine_chunks()
@@ -125,7 +126,7 @@ class SigFiles:
 
     def sigs(self, s: int) -> np.ndarray:
         col = self[s].column("sig").combine_chunks()
-        return col.values.to_numpy().reshape(len(col), -1)
+        return nd(col.values).reshape(len(col), -1)
 
 
 def similarity(sig: SigFiles, lo: np.ndarray, hi: np.ndarray, verify: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,14 +162,14 @@ def verify(s: int, root: str, cfg, n_inputs: int, partitions: int) -> dict:
     ok = (same & cfg.exact) | (~empty & (jac >= (cfg.threshold if cfg.threshold is not None else 2.0)))
     jac = np.where(same, 1.0, jac)
     lo, hi, jac = lo[ok], hi[ok], jac[ok]
-    write_ipc(pa.table({"lo": lo, "hi": hi, "j": jac}), root_p / "edges" / f"s-{s:05d}.arrow")
+    write_ipc(table(lo=lo, hi=hi, j=jac), root_p / "edges" / f"s-{s:05d}.arrow")
     other = gid_source(hi)
     for t in np.unique(other):  # a copy at the source of hi, so its writer finds every edge of its documents
         sel = other == t
-        write_ipc(pa.table({"lo": lo[sel], "hi": hi[sel], "j": jac[sel]}),
+        write_ipc(table(lo=lo[sel], hi=hi[sel], j=jac[sel]),
                   root_p / "edges_in" / f"s-{t:05d}" / f"from-{s:05d}.arrow")
     for q, (u, v) in enumerate(cc.route_large(lo, hi, partitions)):
-        write_ipc(pa.table({"u": u, "v": v}), root_p / "cc" / "r000" / f"from-{s:05d}" / f"p-{q:04d}.arrow")
+        write_ipc(table(u=u, v=v), root_p / "cc" / "r000" / f"from-{s:05d}" / f"p-{q:04d}.arrow")
     _write_nodes(sig, np.unique(np.r_[lo, hi]), root_p / "nodes" / f"v-{s:05d}", partitions, n_inputs)
     return {"candidates": len(ok), "verified": int(ok.sum()), "exact_pairs": int(same[ok].sum())}
 
@@ -180,11 +181,11 @@ def _write_nodes(sig: SigFiles, nodes: np.ndarray, out: Path, partitions: int, n
     ids = np.empty(len(nodes), object)
     for s in np.unique(src):
         sel = np.flatnonzero(src == s)
-        rows = pa.array(gid_row(nodes[sel]))
-        length[sel] = sig[int(s)].column("length").take(rows).to_numpy()
+        rows = col(gid_row(nodes[sel]))
+        length[sel] = nd(sig[int(s)].column("length").take(rows))
         ids[sel] = sig[int(s)].column("id").take(rows).to_pylist()
     part = cc.partition_of(nodes, partitions)
     for q in range(partitions):
         sel = part == q
-        write_ipc(pa.table({"gid": nodes[sel], "length": length[sel], "id": pa.array(ids[sel].tolist(), pa.string()),
-                            "against": src[sel] >= n_inputs}), out / f"p-{q:04d}.arrow")
+        write_ipc(table(gid=nodes[sel], length=length[sel], id=strings(ids[sel].tolist()),
+                        against=src[sel] >= n_inputs), out / f"p-{q:04d}.arrow")

@@ -113,3 +113,24 @@ def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ValidationError, match="ngram"):
         DedupeConfig(ngram=0)
     assert DedupeConfig(partitions=3).key_dict() == DedupeConfig(partitions=5).key_dict()  # execution only
+
+
+def test_arrow_helpers_equal_pyarrow_and_refuse_nulls(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.dedupe.arrow import col, nd, read_table, strings
+
+    for a in (np.arange(10, dtype=np.int64)[3:9], np.array([1, 0, 1, 1, 0, 0, 1, 1, 1], bool)[2:], np.zeros(0, bool),
+              np.arange(6, dtype=np.uint32)[::2], np.array([0.5, 0.8])):
+        assert col(a).equals(pa.array(a))
+        assert nd(pa.array(a)[1:]).tolist() == a[1:].tolist() and nd(pa.array(a)).dtype == a.dtype
+    assert nd(pa.chunked_array([pa.array([1, 2]), pa.array([3])])).tolist() == [1, 2, 3]
+    texts = sample_docs().column("text").to_pylist()[:20] + ["", "短"]
+    assert strings(texts).equals(pa.array(texts, pa.string()))
+    assert strings(texts, large=True).equals(pa.array(texts, pa.large_string()))
+    with pytest.raises(ValueError, match="1 nulls"):
+        nd(pa.array([1, None, 3]))
+    t = pa.table({"id": ["a", "b"], "text": texts[:2]})
+    pq.write_table(t, tmp_path / "s.parquet")
+    assert read_table(str(tmp_path / "s.parquet")).equals(pq.read_table(tmp_path / "s.parquet"))
