@@ -11,7 +11,7 @@ DEST=${1:-data/sample-site}
 PKGS="debian-reference-zh-cn debian-reference-zh-tw debian-faq-zh-cn lilypond-doc-html-zh libreoffice-help-zh-cn"
 
 complete() {
-  [ -f "$DEST/packages.tsv" ] && [ -d "$DEST/root/usr/share/doc" ] || return 1
+  [ -f "$DEST/packages.tsv" ] && [ -d "$DEST/root"/usr/share/doc ] || return 1
   for p in $PKGS; do cut -f1 "$DEST/packages.tsv" | grep -qx "$p" || return 1; done
 }
 
