@@ -12,8 +12,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.dataset import Manifest, Output, StageData, write_manifest, write_parquet
+from pipelines.dataset import DOC_SCHEMA, Manifest, Output, StageData, doc_id, write_manifest, write_parquet
 from pipelines.stage import StageContext, StageResult, registry
+
+
+def docs_table(texts: list[str | None], source_name: str = "test", url: str | None = None) -> pa.Table:
+    """A documents table (the dataset contract's columns) with one row per text, at `<url>/<i>`."""
+    url = url or f"test://{source_name}"
+    rows = [{"id": doc_id(f"{url}/{i}", t or ""), "source_name": source_name, "url": f"{url}/{i}",
+             "source": f"test:{i}", "fetched_at": "2026-01-01T00:00:00Z", "title": "", "text": t}
+            for i, t in enumerate(texts)]
+    return pa.Table.from_pylist(rows, schema=DOC_SCHEMA)
 
 
 def make_stage_data(stage_dir: Path, stage: str, outputs: dict[str, list[pa.Table]], primary: str | None = None

@@ -7,6 +7,7 @@ Run: .venv/bin/python -m pytest -q tests/stages/test_clean_stage.py   (~35 s, of
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from pathlib import Path
@@ -16,12 +17,12 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.config import format_validation
-from pipelines.dataset import DOC_SCHEMA, doc_id
+from pipelines.dataset import DOC_SCHEMA
 from stages.clean import fingerprint
 from stages.clean.config import CleanConfig
 from stages.clean.core import REJECT_SCHEMA, clean_table
 from stages.clean.run import summarise
-from tests.helpers import make_stage_data, run_stage
+from tests.helpers import docs_table, make_stage_data, run_stage
 from tests.realtext import sample_docs
 from tests.stages.test_clean_rules import PROSE
 
@@ -32,12 +33,7 @@ ENGLISH = ("The quick brown fox jumps over the lazy dog near the river bank. Fre
            "freedom to run, study, change and share the programs they use. Many people learn to program by "
            "reading the source code of projects they admire, and later send their own patches upstream.")
 
-
-def table_of(texts: list[str | None], url: str = "http://127.0.0.1/p", source_name: str = "test") -> pa.Table:
-    rows = [{"id": doc_id(f"{url}/{i}", t or ""), "source_name": source_name, "url": f"{url}/{i}",
-             "source": f"file:test:{i}", "fetched_at": "2026-01-01T00:00:00Z", "title": "", "text": t}
-            for i, t in enumerate(texts)]
-    return pa.Table.from_pylist(rows, schema=DOC_SCHEMA)
+table_of = functools.partial(docs_table, url="http://127.0.0.1/p")  # pages on one loopback host
 
 
 @pytest.fixture(scope="module")

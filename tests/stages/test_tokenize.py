@@ -11,25 +11,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipelines.dataset import DOC_SCHEMA, doc_id
 from stages.tokenize import TokenizeConfig
 from stages.tokenize.encode import split_of
 from stages.tokenize.pack import pack, pack_sources
 from stages.tokenize.reader import open_split, shard_metadata
 from stages.tokenizer import TokenizerConfig
-from tests.helpers import make_stage_data, run_stage
+from tests.helpers import docs_table, make_stage_data, run_stage
 from tests.realtext import sample_docs
 
 SEQ = 128
 CFG = dict(seq_len=SEQ, val_fraction=0.1, tokens_per_shard=60_000)
 EXTRA = ["混合 mixed 中英文，数字 2026。", "表情 😀👍🏽 与罕见字 𠀀𪚥", "def f(x):\n\treturn x  # 注释\n", "短"]
 
-
-def docs_table(texts: list[str], source: str) -> pa.Table:
-    rows = [{"id": doc_id(f"test://{source}/{i}", t), "source_name": source, "url": f"test://{source}/{i}",
-             "source": f"test:{i}", "fetched_at": "2026-01-01T00:00:00Z", "title": "", "text": t}
-            for i, t in enumerate(texts)]
-    return pa.Table.from_pylist(rows, schema=DOC_SCHEMA)
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import hashlib
 
-import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
 from pipelines.config import ConfigError, validate
-from pipelines.dataset import DOC_SCHEMA, doc_id
 from stages.tokenizer import SPEC, TokenizerConfig, fingerprint
 from stages.tokenizer.train import MODEL, VOCAB, cut_line, keep_doc, load_processor, training_lines
-from tests.helpers import make_stage_data, run_stage
+from tests.helpers import docs_table, make_stage_data, run_stage
 from tests.realtext import sample_docs
 
 # What a Chinese web corpus throws at a tokenizer; each must survive decode(encode(x)) unchanged.
@@ -28,11 +26,6 @@ HARD = [
     "  行首空格与\r\nWindows 换行",
 ]
 
-
-def docs_table(texts: list[str], source: str = "test") -> pa.Table:
-    rows = [{"id": doc_id(f"test://{i}", t), "source_name": source, "url": f"test://{i}", "source": f"test:{i}",
-             "fetched_at": "2026-01-01T00:00:00Z", "title": "", "text": t} for i, t in enumerate(texts)]
-    return pa.Table.from_pylist(rows, schema=DOC_SCHEMA)
 
 
 @pytest.fixture(scope="module")
