@@ -116,6 +116,9 @@ def validate(data: dict) -> RootBase:
     except ValidationError as exc:
         raise ConfigError(format_validation(exc)) from None
     if is_url(cfg.work_dir):
+        scheme, _, rest = str(cfg.work_dir).partition("://")
+        if not rest.strip("/"):
+            raise ConfigError(f"config error: work_dir: {cfg.work_dir!r} names no bucket (write {scheme}://bucket/prefix)")
         cfg.work_dir = str(cfg.work_dir).rstrip("/")
     else:
         cfg.work_dir = Path(str(cfg.work_dir).removeprefix("file://")).expanduser().resolve()

@@ -60,6 +60,14 @@ def test_config_without_stages(tmp_path):
     assert not (tmp_path / "work").exists()  # nothing was created
 
 
+def test_work_dir_url_without_bucket(kit_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "s3:" must not become a local directory here
+    for url in ("s3://", "s3:///"):
+        line = one_line_error(CliRunner().invoke(app, ["run", str(kit_config()), "-o", f"work_dir={url}"]))
+        assert line == f"config error: work_dir: {url!r} names no bucket (write s3://bucket/prefix)"
+    assert not (tmp_path / "s3:").exists()
+
+
 def test_external_file_content_is_in_the_key(ray_session, kit_config, tmp_path):
     suffix = tmp_path / "suffix.txt"
     suffix.write_text("～\n", encoding="utf-8")
