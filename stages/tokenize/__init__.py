@@ -7,6 +7,8 @@ How it works
   1. encode (one Ray task per input shard): every document -> its tokens + EOS; an order key
      blake2b(id, key=seed) and a split draw blake2b(id, person="zhgpt.val") (the validation set does not move when
      the shuffle seed does). Written sorted by (split, key) under `.partial/enc/` (a rerun after a kill keeps them).
+     With val_fraction > 0 and no document drawing val (a small corpus), the one with the smallest draw moves to
+     val (manifest `val_moved`), so a non-zero fraction never yields an empty validation split.
   2. pack (one Ray task per output shard): output shard b of a split holds the documents whose order key falls in
      the b-th of `ceil(split tokens / tokens_per_shard)` equal key ranges, in key order: a corpus-level shuffle,
      the same whatever the number of workers. Within a shard, the documents of each source_name are concatenated
@@ -41,7 +43,8 @@ class TokenizeConfig(StageConfig):
     EXEC_FIELDS = frozenset({"encode_threads", "batch_docs"})
 
     seq_len: int = Field(2048, ge=8, le=1 << 20, description="tokens a model sees per sample; rows hold seq_len + 1")
-    val_fraction: float = Field(0.005, ge=0.0, lt=1.0, description="share of documents (by id hash) in `val`")
+    val_fraction: float = Field(0.005, ge=0.0, lt=1.0, description="share of documents (by id hash) in `val`; "
+                              "at least one document when > 0")
     tokens_per_shard: int = Field(1 << 25, ge=1024, description="target tokens per output shard (about 64 MiB uint16)")
     seed: int = Field(0, ge=0, description="shuffle seed: document order and shard assignment")
     encode_threads: int = Field(1, ge=1, le=64, description="SentencePiece threads (and Ray CPUs) per encode task")

@@ -29,12 +29,35 @@ def order_keys(ids: list[str], seed: int) -> np.ndarray:
                         for i in ids), dtype=np.uint64, count=len(ids))
 
 
+def val_draw(doc_id: str) -> int:
+    """An unseeded 64-bit hash of a document id: the document is in val when it falls below val_fraction * 2^64."""
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8, person=b"zhgpt.val").digest(), "little")
+
+
 def split_of(ids: list[str], val_fraction: float) -> np.ndarray:
-    """0 (train) or 1 (val) per document, by an unseeded id hash: the val set stays put when the seed changes."""
+    """0 (train) or 1 (val) per document, by `val_draw`: the val set stays put when the seed changes."""
     limit = val_fraction * 2.0**64
-    draws = (int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, person=b"zhgpt.val").digest(), "little")
-             for i in ids)
-    return np.fromiter((VAL if d < limit else TRAIN for d in draws), dtype=np.uint8, count=len(ids))
+    return np.fromiter((VAL if val_draw(i) < limit else TRAIN for i in ids), dtype=np.uint8, count=len(ids))
+
+
+def first_draw(enc_t: pa.Table) -> list | None:
+    """[draw, id, tokens, source] of the shard's document with the smallest val draw (ties: smallest id): the
+    document the stage moves to val when no document anywhere drew val (see `move_to_val`)."""
+    if enc_t.num_rows == 0:
+        return None
+    ids = enc_t.column("id").to_pylist()
+    i = min(range(len(ids)), key=lambda k: (val_draw(ids[k]), ids[k]))
+    tokens = pc.list_value_length(enc_t.column("tokens")).to_numpy()
+    return [val_draw(ids[i]), ids[i], int(tokens[i]), enc_t.column("source_name")[i].as_py()]
+
+
+def move_to_val(part: str | os.PathLike, doc_id: str) -> None:
+    """Rewrite one encoded shard with `doc_id` in val (idempotent, so a resumed stage may repeat it)."""
+    with pa.OSFile(str(part)) as src:
+        t = pa.ipc.open_file(src).read_all()
+    split = pc.if_else(pc.equal(t.column("id"), doc_id), pa.scalar(VAL, pa.uint8()), t.column("split"))
+    t = t.set_column(0, "split", split).sort_by([("split", "ascending"), ("key", "ascending"), ("id", "ascending")])
+    write_arrow(t, Path(part).parent, Path(part).name)
 
 
 def byte_mask(sp: Any) -> np.ndarray:
@@ -102,7 +125,7 @@ def shard_stats(docs: pa.Table, enc_t: pa.Table, enc: Encoder) -> dict[str, Any]
     return {"docs": docs.num_rows, "tokens": int(flat.size),
             "chars": int(pc.sum(pc.utf8_length(docs.column("text"))).as_py() or 0),
             "bytes": int(pc.sum(pc.binary_length(docs.column("text"))).as_py() or 0),
-            "byte_tokens": int(enc.is_byte[flat].sum()), "split_tokens": per_source}
+            "byte_tokens": int(enc.is_byte[flat].sum()), "split_tokens": per_source, "first_draw": first_draw(enc_t)}
 
 
 def encode_shard(i: int, path: str, model: bytes, facts: dict[str, Any], cfg: Any, part_dir: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import ray
 
 from pipelines.dataset import write_file
 from pipelines.stage import StageContext, StageResult
-from stages.tokenize.encode import SPLITS, byte_mask, encode_shard
+from stages.tokenize.encode import SPLITS, TRAIN, VAL, byte_mask, encode_shard, move_to_val
 from stages.tokenize.pack import pack_shard, shard_meta
 
 MODEL_COPY = "tokenizer/tokenizer.model"
@@ -42,14 +42,32 @@ def model_facts(model: bytes) -> tuple[dict[str, Any], Any]:
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum the encode tasks' counts (ints, so the order of tasks does not matter)."""
     out: dict[str, Any] = {"docs": 0, "tokens": 0, "chars": 0, "bytes": 0, "byte_tokens": 0,
-                           "split_tokens": {s: {} for s in SPLITS}}
-    for p in parts:
+                           "split_tokens": {s: {} for s in SPLITS}, "first_draw": None}
+    for i, p in enumerate(parts):
         for k in ("docs", "tokens", "chars", "bytes", "byte_tokens"):
             out[k] += p[k]
+        if p["first_draw"] and (out["first_draw"] is None or p["first_draw"][:2] < out["first_draw"][:2]):
+            out["first_draw"] = [*p["first_draw"], i]
         for split, per in p["split_tokens"].items():
             for src, n in per.items():
                 out["split_tokens"][split][src] = out["split_tokens"][split].get(src, 0) + n
     return out
+
+
+def ensure_val(enc: dict[str, Any], val_fraction: float, part) -> str | None:
+    """With val_fraction > 0, at least one document is in val (as a train/test split of a small corpus would have):
+    when no id drew val, the document with the smallest draw moves there. Returns its id, or None."""
+    split_tokens = enc["split_tokens"]
+    if val_fraction == 0 or any(split_tokens[SPLITS[VAL]].values()) or enc["docs"] < 2:
+        return None
+    _, doc_id, n, src, shard = enc["first_draw"]
+    move_to_val(part / f"part-{shard:05d}.arrow", doc_id)
+    train = split_tokens[SPLITS[TRAIN]]
+    train[src] -= n
+    if train[src] == 0:
+        del train[src]
+    split_tokens[SPLITS[VAL]][src] = n
+    return doc_id
 
 
 def plan_shards(split_tokens: dict[str, dict[str, int]], per_shard: int) -> dict[int, int]:
@@ -132,6 +150,7 @@ def _run(ctx: StageContext) -> StageResult:
                               rows_of=lambda s: s["docs"]))
     if enc["tokens"] == 0:
         raise ValueError("the dedupe output holds no non-empty documents: nothing to tokenize")
+    moved = ensure_val(enc, cfg.val_fraction, part)
     sources = sorted({s for per in enc["split_tokens"].values() for s in per})
     meta = shard_meta(cfg.seq_len, facts["eos_id"], facts["vocab_size"], sources, digest)
     encs = [str(part / f"part-{i:05d}.arrow") for i in range(len(docs))]
@@ -144,5 +163,5 @@ def _run(ctx: StageContext) -> StageResult:
     outputs["tokenizer"] = [write_file(model, ctx.out_dir, MODEL_COPY)]  # training and export read it from here
     extra = {**facts, "sources": sources, "tokens_per_source": tokens_per_source(enc),
              "rows_per_source": rows_per_source(packed, jobs), "tail_policy": "drop",
-             "split_rows": {s: sum(x.rows for x in outputs[s]) for s in SPLITS}}
+             "split_rows": {s: sum(x.rows for x in outputs[s]) for s in SPLITS}, "val_moved": moved}
     return StageResult(outputs=outputs, stats=summarise(enc, packed, jobs, facts), extra=extra)

@@ -229,3 +229,25 @@ def test_largest_first_runs_big_jobs_first_and_keeps_job_order(corpus):
     sizes = [text_bytes(str(p)) for p in corpus.paths("docs")]
     text = [pc.sum(pc.binary_length(pq.read_table(p).column("text"))).as_py() for p in corpus.paths("docs")]
     assert np.argsort(sizes).tolist() == np.argsort(text).tolist() and min(sizes) > 0  # footer size follows the text
+
+
+def test_small_corpus_gets_one_val_document(tokenizer, tmp_path):
+    """12 documents at val_fraction=0.001: no id draws val, so the one with the smallest draw moves there (as a
+    train/test split keeps at least one test item); the same with 1 or 2 workers; val_fraction=0 keeps val empty."""
+    from stages.tokenize.encode import val_draw
+
+    docs = sample_docs().slice(0, 12)
+    ids = docs.column("id").to_pylist()
+    assert not split_of(ids, 0.001).any()  # the hash split alone would leave val empty
+    small = make_stage_data(tmp_path / "dedupe", "dedupe", {"docs": [docs.slice(0, 5), docs.slice(5, 4), docs.slice(9)]})
+    ups = {"dedupe": small, "tokenizer": tokenizer}
+    cfg = TokenizeConfig(**{**CFG, "val_fraction": 0.001})
+    runs = [run_stage("tokenize", cfg, ups, tmp_path / f"t{w}", workers=w) for w in (1, 2)]
+    (result, out), (_, out2) = runs
+    first = min(ids, key=lambda i: (val_draw(i), i))
+    lineage = out.read_table("rows")
+    assert set(lineage.filter(pc.equal(lineage.column("split"), "val")).column("id").to_pylist()) == {first}
+    assert result.extra["val_moved"] == first and result.stats["val_rows"] > 0
+    assert out.manifest.digests == out2.manifest.digests
+    none, _ = run_stage("tokenize", TokenizeConfig(**{**CFG, "val_fraction": 0.0}), ups, tmp_path / "t0")
+    assert none.stats["val_rows"] == 0 and none.extra["val_moved"] is None
