@@ -5,7 +5,8 @@
 
 Outputs: `docs` (kept documents, every column kept) and `duplicates` (id, url, cluster_id, kept_id, edge_from,
 edge_jaccard, jaccard_to_kept, kind = exact | near | against): every removal is explained. `against:` lists earlier
-dedupe outputs or evaluation corpora whose documents are never re-admitted (their near-duplicates are removed).
+dedupe outputs or evaluation corpora whose documents are never re-admitted (their near-duplicates are removed);
+their signatures are cached by content in `<work_dir>/dedupe/.against-sigs/` (safe to delete), so reruns skip them.
 
 Run: `zhgpt run configs/quickstart.yaml` (section `dedupe:`); tests: `.venv/bin/python -m pytest -q
 tests/stages/test_dedupe*.py`; benchmark: `.venv/bin/python bench/dedupe.py`.
@@ -45,7 +46,8 @@ class DedupeConfig(StageConfig):
                                 "manifest.json) or evaluation corpora (.jsonl/.parquet with a text column)")
     against_text_column: str = Field("text", min_length=1, description="text column of against files")
     sample_clusters: int = Field(20, ge=0, description="clusters shown side by side in the MLflow artifact")
-    partitions: int = Field(8, ge=1, le=4096, description="shuffle partitions for buckets and components "
+    partitions: int = Field(8, ge=1, le=4096, description="shuffle partitions for buckets; the most for "
+                            "components, which use one per worker unless the candidate pairs need more "
                             "(execution only: output does not depend on it)")
     max_cc_rounds: int = Field(60, ge=2, description="connected-component rounds before giving up")
 

@@ -23,6 +23,7 @@ from stages.dedupe.sources import against_sources, check_source, gid_row, gid_so
 DUP_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("cluster_id", pa.string()),
                         ("kept_id", pa.string()), ("edge_from", pa.string()), ("edge_jaccard", pa.float64()),
                         ("jaccard_to_kept", pa.float64()), ("kind", pa.string())])
+SIG_CACHE = ".against-sigs"  # beside the stage's output dirs: sig files of against sources, by content and settings
 RESTART = ["cand", "edges", "edges_in", "cc", "nodes", "resolve", "members"]  # cheap phases, redone on resume
 
 
@@ -38,18 +39,20 @@ def run(ctx: StageContext) -> StageResult:
     n_in = len(inputs)
     banding = cfg.banding()
     clock = _Clock()
-    signed = ctx.map(tasks.sign, [(i, s, cfg, str(root), banding, parts) for i, s in enumerate(sources)],
-                     rows_of=lambda st: st["docs"])
+    cache = str(ctx.out_dir.parent / SIG_CACHE)
+    signed = ctx.map(tasks.sign, [(i, s, cfg, str(root), banding, parts, cache if s.against else None)
+                                  for i, s in enumerate(sources)], rows_of=lambda st: st["docs"])
     clock.lap("sign")
-    ctx.map(tasks.bucket, [(p, str(root), cfg.max_bucket_pairs, n_in) for p in range(parts)])
+    candidates = sum(ctx.map(tasks.bucket, [(p, str(root), cfg.max_bucket_pairs, n_in) for p in range(parts)]))
     clock.lap("bucket")
-    verified = ctx.map(tasks.verify, [(s, str(root), cfg, n_in, parts) for s in range(n_in)])
+    cc_parts = cc_partitions(candidates, ctx.workers, parts)
+    verified = ctx.map(tasks.verify, [(s, str(root), cfg, n_in, cc_parts) for s in range(n_in)])
     clock.lap("verify")
     rounds, kept = 0, []
     if sum(v["verified"] for v in verified):
-        rounds = _components(ctx, str(root), parts)
-        ctx.map(cctasks.resolve, [(q, rounds, str(root), parts) for q in range(parts)])
-        kept = ctx.map(cctasks.keep, [(q, str(root), cfg.sample_clusters) for q in range(parts)])
+        rounds = _components(ctx, str(root), cc_parts)
+        ctx.map(cctasks.resolve, [(q, rounds, str(root), cc_parts) for q in range(cc_parts)])
+        kept = ctx.map(cctasks.keep, [(q, str(root), cfg.sample_clusters) for q in range(cc_parts)])
     clock.lap("components")
     sample = sorted((c for k in kept for c in k["sample"]), key=lambda c: (-c[0], c[1]))[:cfg.sample_clusters]
     report = [("report", ctx.out_dir, "clusters.html", sample, root, sources)] if sample else []
@@ -63,8 +66,22 @@ def run(ctx: StageContext) -> StageResult:
     for w in written:
         for s, c in w["against_by_source"].items():
             against[sources[s].name] = against.get(sources[s].name, 0) + c
+    extra = {"banding": list(banding), "against_removed": against,
+             "against_sigs_cached": sum(st.get("cached", False) for st in signed[n_in:])}
     return StageResult(outputs={"docs": [w["docs"] for w in written], "duplicates": [w["dups"] for w in written]},
-                       stats=stats, extra={"banding": list(banding), "against_removed": against}, artifacts=artifacts)
+                       stats=stats, extra=extra, artifacts=artifacts)
+
+
+CC_PAIRS_PER_TASK = 1_000_000  # candidate pairs per connected-components task: bounds its memory (~100 MB)
+
+
+def cc_partitions(candidates: int, workers: int, partitions: int) -> int:
+    """Tasks per connected-components map (and per resolve/keep map): one per worker, more when the candidate
+    pairs (an upper bound on the verified edges) would not fit CC_PAIRS_PER_TASK each, never above `partitions`.
+    The components and the keep rule do not depend on it, so neither do the outputs. Fewer, larger tasks matter
+    here: the ~8 maps of these rounds are tiny at 10^5 documents, and their per-task cost does not shrink with
+    more workers."""
+    return max(1, min(partitions, max(workers, -(-candidates // CC_PAIRS_PER_TASK))))
 
 
 class _Clock:

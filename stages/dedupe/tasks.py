@@ -1,25 +1,32 @@
 """The Ray tasks of the dedupe stage, one function per phase; they talk through Arrow IPC files under
 `<stage>/.partial/p<partitions>/` so that no task holds more than its shard or its partition.
 
-    sign    per source      sig/s-*.arrow (id, url, length, exact key, shingle-hash set, signature)
+    sign    per source      sig/s-*.arrow (id, url, length, exact key, shingle-hash set, signature); an against
+                            source's sig file is kept in <stage>/../.against-sigs/ and reused while its content
+                            and the signing settings stay the same
                             bands/s-*/p-*.arrow (bucket key, gid), one file per band-hash partition
     bucket  per partition   cand/p-*/s-*.arrow candidate pairs (lo < hi), at the source of lo
     verify  per source      edges (exact Jaccard >= threshold), cc/r000 input, node attributes
-    cc      per partition   large-star / small-star rounds (stages/dedupe/components.py)
-    resolve, keep           join labels with node attributes; the keep rule picks one document per component
+    cc      per CC part     large-star / small-star rounds (stages/dedupe/components.py); CC parts: one per
+                            worker, more when the candidate pairs are many (stage.cc_partitions)
+    resolve, keep           per CC part: join labels with node attributes; the keep rule picks one document
+                            per component
     write   per input shard kept documents + the duplicates table (stages/dedupe/stage.py)
 
 Run: through the stage (`zhgpt run CONFIG`); tested by `.venv/bin/python -m pytest -q tests/stages/test_dedupe_stage.py`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from pipelines.dataset import sha256_file
 from stages.dedupe import components as cc
 from stages.dedupe.arrow import col, nd, strings, table
 from stages.dedupe.sources import ROW_BITS, Source, gid_row, gid_source, read_source
@@ -48,28 +55,29 @@ def _pairs_table(lo, hi) -> pa.Table:
     return table(lo=lo.astype(np.int64, copy=False), hi=hi.astype(np.int64, copy=False))
 
 
-def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partitions: int) -> dict:
-    """Normalise, hash and sign one source; emit its bucket records partitioned by band hash."""
+def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partitions: int,
+         cache: str | None = None) -> dict:
+    """Normalise, hash and sign one source; emit its bucket records partitioned by band hash. With `cache` (for
+    against sources), the sig file is taken from there when a run already signed the same content with the same
+    settings, and left there otherwise."""
     from stages.dedupe.lsh import band_keys, key_of_bytes
-    from stages.dedupe.minhash import sign_batch
-    from stages.dedupe.normalise import exact_key, normalise_batch
 
     root_p = Path(root)
     done = root_p / "sig" / f"s-{idx:05d}.json"
     if done.exists():  # resumed after a kill: this source is already signed
         return json.loads(done.read_text())
-    t = read_source(src)
-    norm = normalise_batch(t.column("text").to_pylist())
-    exact = np.frombuffer(b"".join(exact_key(x) for x in norm.to_pylist()), np.uint8).reshape(-1, 16)
-    sigs, hashes, starts = sign_batch(norm, cfg.ngram, cfg.num_perm, cfg.seed, cfg.hashfunc)
-    lengths = pa.compute.utf8_length(t.column("text")).cast(pa.int64())  # read_source left no nulls
-    sig_t = pa.table({"id": t.column("id"), "url": t.column("url"), "length": lengths,
-                      "exact": pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(norm),
-                                                                    [None, pa.py_buffer(exact.tobytes())]),
-                      "shingles": pa.LargeListArray.from_arrays(col(starts), col(hashes)),
-                      "sig": pa.FixedSizeListArray.from_arrays(col(sigs.ravel()), cfg.num_perm)})
-    write_ipc(sig_t, root_p / "sig" / f"s-{idx:05d}.arrow")
-    gids = (np.int64(idx) << ROW_BITS) + np.arange(len(norm), dtype=np.int64)
+    path = root_p / "sig" / f"s-{idx:05d}.arrow"
+    cached = Path(cache) / f"{sig_cache_key(src, cfg)}.arrow" if cache else None
+    reused = cached is not None and cached.exists()
+    if reused:
+        _link(cached, path)
+    else:
+        write_ipc(_signed(src, cfg), path)
+        if cached is not None:
+            _link(path, cached)
+    sig = SigFiles(root_p)
+    sigs, (_, starts), exact = sig.sigs(idx), sig.sets(idx), sig.exact(idx)
+    gids = (np.int64(idx) << ROW_BITS) + np.arange(len(sigs), dtype=np.int64)
     keys, owners = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
     if cfg.exact:
         keys.append(np.array([key_of_bytes(e) for e in exact], np.uint64))
@@ -84,9 +92,53 @@ def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partit
     for p in range(partitions):
         sel = part == p
         write_ipc(table(key=keys[sel], gid=owners[sel]), root_p / "bands" / f"s-{idx:05d}" / f"p-{p:04d}.arrow")
-    stats = {"docs": len(norm), "short_docs": int((~has).sum()), "chars": int(pa.compute.sum(lengths).as_py() or 0)}
+    stats = {"docs": len(sigs), "short_docs": int((~has).sum()), "chars": int(nd(sig.column(idx, "length")).sum()),
+             "cached": reused}
     done.write_text(json.dumps(stats))
     return stats
+
+
+def _signed(src: Source, cfg) -> pa.Table:
+    """The sig table of a source: id, url, length, exact key, sorted shingle-hash set, signature."""
+    from stages.dedupe.minhash import sign_batch
+    from stages.dedupe.normalise import exact_key, normalise_batch
+
+    t = read_source(src)
+    norm = normalise_batch(t.column("text").to_pylist())
+    exact = b"".join(exact_key(x) for x in norm.to_pylist())
+    sigs, hashes, starts = sign_batch(norm, cfg.ngram, cfg.num_perm, cfg.seed, cfg.hashfunc)
+    lengths = pa.compute.utf8_length(t.column("text")).cast(pa.int64())  # read_source left no nulls
+    return pa.table({"id": t.column("id"), "url": t.column("url"), "length": lengths,
+                     "exact": pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(norm),
+                                                                   [None, pa.py_buffer(exact)]),
+                     "shingles": pa.LargeListArray.from_arrays(col(starts), col(hashes)),
+                     "sig": pa.FixedSizeListArray.from_arrays(col(sigs.ravel()), cfg.num_perm)})
+
+
+def sig_cache_key(src: Source, cfg) -> str:
+    """What a source's sig file depends on: its content, its file name (eval corpora's ids come from file and
+    line), text column, the shingle and permutation settings, and the code that reads, normalises and signs."""
+    from stages.dedupe import minhash, normalise, sources
+
+    h = hashlib.sha256(sha256_file(src.path).encode())
+    h.update(json.dumps([Path(src.path).name, src.text_column, cfg.ngram, cfg.num_perm, cfg.seed,
+                         cfg.hashfunc]).encode())
+    for code in (minhash.__file__, normalise.__file__, sources.__file__, __file__):
+        h.update(Path(code).read_bytes())
+    return h.hexdigest()[:40]
+
+
+def _link(src: Path, dst: Path) -> None:
+    """dst gets src's content, atomically: a hard link (files are only ever replaced, never written in place),
+    or a copy across file systems."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def bucket(p: int, root: str, cap: int, n_inputs: int) -> int:
@@ -116,17 +168,24 @@ class SigFiles:
             self.cache[s] = read_ipc(self.root / "sig" / f"s-{s:05d}.arrow")
         return self.cache[s]
 
+    def column(self, s: int, name: str) -> pa.Array:
+        """One column as one array: a zero-copy view of the mapped file (combine_chunks would copy it)."""
+        col = self[s].column(name)
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
     def sets(self, s: int) -> tuple[np.ndarray, np.ndarray]:
-        col = self[s].column("shingles").combine_chunks()
+        col = self.column(s, "shingles")
         return nd(col.values), nd(col.offsets)
 
     def exact(self, s: int) -> np.ndarray:
-        col = self[s].column("exact").combine_chunks()
+        col = self.column(s, "exact")
+        if len(col) == 0:
+            return np.zeros((0, 16), np.uint8)
         return np.frombuffer(col.buffers()[1], np.uint8)[col.offset * 16:(col.offset + len(col)) * 16].reshape(-1, 16)
 
     def sigs(self, s: int) -> np.ndarray:
-        col = self[s].column("sig").combine_chunks()
-        return nd(col.values).reshape(len(col), -1)
+        col = self.column(s, "sig")
+        return nd(col.values).reshape(len(col), col.type.list_size)
 
 
 def similarity(sig: SigFiles, lo: np.ndarray, hi: np.ndarray, verify: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -109,6 +109,28 @@ def test_against_earlier_output_and_eval_corpus(corpus, tmp_path, ray_session):
     assert result.stats["against_dups"] == len([d for d in dups.values() if d["kind"] == "against"]) == len(again) + 1
 
 
+def test_against_signatures_are_reused_until_the_corpus_changes(corpus, tmp_path, ray_session):
+    """An against corpus is signed once per content and settings (the cache beside the stage's output dirs)."""
+    shards, _, base = corpus
+    evalset = tmp_path / "eval.jsonl"
+
+    def eval_item(doc):  # a benchmark item overlapping a training document
+        evalset.write_text(json.dumps({"text": doc["text"][: int(len(doc["text"]) * 0.95)]}, ensure_ascii=False)
+                           + "\n", encoding="utf-8")
+
+    def removed(out):
+        return {d["id"] for d in out.read_table("duplicates").to_pylist() if d["kind"] == "against"}
+
+    eval_item(base[50])
+    first, out1 = _run(tmp_path, [shards[2]], "c1", against=[evalset], partitions=2)
+    again, out2 = _run(tmp_path, [shards[2]], "c2", against=[evalset], partitions=3, workers=1)
+    assert (first.extra["against_sigs_cached"], again.extra["against_sigs_cached"]) == (0, 1)
+    assert out1.manifest.digests == out2.manifest.digests and removed(out2) == {base[50]["id"]}
+    eval_item(base[51])  # a changed corpus is signed afresh
+    changed, out3 = _run(tmp_path, [shards[2]], "c3", against=[evalset], partitions=2)
+    assert changed.extra["against_sigs_cached"] == 0 and removed(out3) == {base[51]["id"]}
+
+
 def test_against_file_without_text_column_is_one_clear_line(corpus, tmp_path, ray_session):
     shards, _, _ = corpus
     bad = tmp_path / "bad.parquet"
