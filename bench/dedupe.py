@@ -26,7 +26,6 @@ sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -38,6 +37,7 @@ import pyarrow.parquet as pq  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.ceiling import together_wall  # noqa: E402
 from pipelines.dataset import DOC_SCHEMA, doc_id  # noqa: E402
 from stages.dedupe import DedupeConfig  # noqa: E402
 from stages.dedupe.minhash import shingles, sign_batch  # noqa: E402
@@ -140,21 +140,7 @@ def plain_wall(texts_path: Path, n: int) -> float:
     n * plain_wall(1) / plain_wall(n) is what this machine gives n independent copies of the stage's hottest
     pure work, the ceiling for the n-worker speed-up."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    args = [sys.executable, "-P", "-c", CEILING_CHILD, str(texts_path)]
-    procs = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-             for _ in range(n)]
-    for p in procs:
-        p.stdout.readline()
-    t0 = time.perf_counter()
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    for p in procs:
-        p.stdout.readline()
-    wall = time.perf_counter() - t0
-    for p in procs:
-        p.wait()
-    return wall
+    return together_wall([sys.executable, "-P", "-c", CEILING_CHILD, str(texts_path)], n, env)
 
 
 def run_pair(table: pa.Table, shard_rows: int, workers: int, tmp: Path) -> list[tuple[float, float, dict]]:

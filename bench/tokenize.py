@@ -31,7 +31,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
 import logging
-import subprocess
 import tempfile
 import threading
 import time
@@ -44,6 +43,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ
 import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from bench.ceiling import together_wall  # noqa: E402
 from pipelines.dataset import doc_id  # noqa: E402
 from stages.tokenize import TokenizeConfig  # noqa: E402
 from stages.tokenizer import TokenizerConfig  # noqa: E402
@@ -132,20 +132,7 @@ def raw_wall(model_path: Path, shards: list[Path], n: int) -> float:
     """Wall seconds for n separate plain processes (no Ray) to each encode the whole corpus at the same time.
 
     n * raw_wall(1) / raw_wall(n) is what this machine gives n independent encoders: the scaling ceiling."""
-    args = [sys.executable, "-P", "-c", RAW_CHILD, str(model_path), *map(str, shards)]
-    procs = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(n)]
-    for p in procs:
-        p.stdout.readline()  # loaded the model and the texts
-    t0 = time.perf_counter()
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    for p in procs:
-        p.stdout.readline()
-    wall = time.perf_counter() - t0
-    for p in procs:
-        p.wait()
-    return wall
+    return together_wall([sys.executable, "-P", "-c", RAW_CHILD, str(model_path), *map(str, shards)], n)
 
 
 def run_tokenize(up, tok, work: Path, workers: int, cfg: TokenizeConfig, sample_rss: bool = False):
