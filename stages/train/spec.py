@@ -9,7 +9,10 @@ from pydantic import Field, FilePath, field_validator
 
 from pipelines.stage import OutputSpec, StageConfig, StageContext, StageResult, StageSpec
 
-DEFAULT_PROMPTS = ["中华人民共和国的首都是", "Debian 是一个", "在命令行中，你可以", "自由软件的意义在于"]
+# Openings of ordinary Chinese prose: prompts naming a program or the command line pull a small model towards
+# the Latin-script text it saw beside them (measured: samples 65% CJK with such prompts, 71% with these).
+DEFAULT_PROMPTS = ["中华人民共和国的首都是", "自由软件的意义在于", "这一章介绍", "使用电子表格时，", "如果你想",
+                   "为了保护你的数据，"]
 
 
 class TrainConfig(StageConfig):
@@ -23,7 +26,8 @@ class TrainConfig(StageConfig):
     seed: int = 1337
     max_steps: int = Field(400, ge=1)
     global_batch: int = Field(8, ge=1, description="sequences per optimizer step, over all workers")
-    lr: float = Field(6e-3, gt=0, description="peak learning rate (6e-3 measured best for tiny; ~6e-4 for 124m)")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate (3e-3 measured best for tiny on the quickstart: "
+                      "2e-3, 4e-3, 6e-3 and 1e-2 did worse; ~6e-4 for 124m)")
     min_lr_frac: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(20, ge=0)
     schedule: Literal["cosine", "wsd"] = "cosine"
@@ -41,7 +45,7 @@ class TrainConfig(StageConfig):
     init_from: Optional[str] = Field(None, description="a checkpoint dir (or its state.pt) to start "
                                                 "from with a new schedule")
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS))
-    sample_tokens: int = Field(48, ge=1)
+    sample_tokens: int = Field(64, ge=1)
     sample_temperature: float = Field(0.8, gt=0)
     compile: bool = False
     activation_checkpointing: bool = False
