@@ -47,6 +47,7 @@ def _rank(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
             torch.save(init["model"], out / "fsdp_init.pt")
             t.save(out / "fsdp_5", state)
             (out / "fsdp.json").write_text(json.dumps({"losses": losses, "eval": metrics, "sharded": sharded}))
+        dist.barrier()  # rank 1 must not tear down gloo while rank 0 still writes (seen once: rank 1 SIGABRT)
     finally:
         dist.destroy_process_group()
 
