@@ -46,7 +46,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     for i, p in enumerate(parts):
         for k in ("docs", "tokens", "chars", "bytes", "byte_tokens"):
             out[k] += p[k]
-        if p["first_draw"] and (out["first_draw"] is None or p["first_draw"][:2] < out["first_draw"][:2]):
+        if p.get("first_draw") and (out["first_draw"] is None or p["first_draw"][:2] < out["first_draw"][:2]):
             out["first_draw"] = [*p["first_draw"], i]
         for split, per in p["split_tokens"].items():
             for src, n in per.items():
@@ -58,7 +58,7 @@ def ensure_val(enc: dict[str, Any], val_fraction: float, part) -> str | None:
     """With val_fraction > 0, at least one document is in val (as a train/test split of a small corpus would have):
     when no id drew val, the document with the smallest draw moves there. Returns its id, or None."""
     split_tokens = enc["split_tokens"]
-    if val_fraction == 0 or any(split_tokens[SPLITS[VAL]].values()) or enc["docs"] < 2:
+    if val_fraction == 0 or any(split_tokens[SPLITS[VAL]].values()) or enc["docs"] < 2 or not enc["first_draw"]:
         return None
     _, doc_id, n, src, shard = enc["first_draw"]
     move_to_val(part / f"part-{shard:05d}.arrow", doc_id)
