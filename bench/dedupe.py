@@ -90,36 +90,32 @@ def paragraph_docs(texts: list[str], n: int, seed: int = 7) -> pa.Table:
     return pa.table(rows, schema=DOC_SCHEMA)
 
 
-def worker_peak_rss_mb() -> float:
-    """Largest VmHWM among this machine's Ray worker processes (the bench's own Ray, started fresh)."""
+def ray_worker_files(name: str):
+    """Text of /proc/<pid>/<name> for each Ray worker process of this machine (the bench's own Ray)."""
     import psutil
 
-    peak = 0
     for p in psutil.process_iter(["cmdline", "pid"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if "default_worker.py" in cmd or cmd.startswith("ray::"):
             try:
-                for line in Path(f"/proc/{p.info['pid']}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]))
+                yield Path(f"/proc/{p.info['pid']}/{name}").read_text()
             except OSError:
                 continue
+
+
+def worker_peak_rss_mb() -> float:
+    """Largest VmHWM among this machine's Ray worker processes."""
+    peak = 0
+    for status in ray_worker_files("status"):
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]))
     return peak / 1024
 
 
 def warm_worker_count() -> int:
-    """Ray worker processes of this machine that have numba loaded (i.e. have run a dedupe task)."""
-    import psutil
-
-    n = 0
-    for p in psutil.process_iter(["cmdline", "pid"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "default_worker.py" in cmd or cmd.startswith("ray::"):
-            try:
-                n += "/numba/" in Path(f"/proc/{p.info['pid']}/maps").read_text()
-            except OSError:
-                continue
-    return n
+    """Ray worker processes that have numba loaded (i.e. have run a dedupe task)."""
+    return sum("/numba/" in maps for maps in ray_worker_files("maps"))
 
 
 CEILING_CHILD = """

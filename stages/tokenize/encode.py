@@ -42,8 +42,9 @@ def split_of(ids: list[str], val_fraction: float) -> np.ndarray:
 
 def first_draw(enc_t: pa.Table) -> list | None:
     """[draw, id, tokens, source] of the shard's document with the smallest val draw (ties: smallest id): the
-    document the stage moves to val when no document anywhere drew val (see `move_to_val`)."""
-    if enc_t.num_rows == 0:
+    document the stage moves to val when no document anywhere drew val (see `move_to_val`). None when the shard
+    already has a val document (then val is not empty, and its ids need no second hashing)."""
+    if enc_t.num_rows == 0 or pc.any(pc.equal(enc_t.column("split"), VAL)).as_py():
         return None
     ids = enc_t.column("id").to_pylist()
     i = min(range(len(ids)), key=lambda k: (val_draw(ids[k]), ids[k]))
