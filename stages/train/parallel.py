@@ -54,6 +54,7 @@ def build_model(cfg: GPTConfig, seed: int, device: torch.device, world: int, par
         fully_shard(block, mp_policy=mp)
     fully_shard(raw, mp_policy=mp)
     raw.to_empty(device=device)
+    raw.init_rope()  # to_empty left the (unsharded) RoPE buffers uninitialised
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in raw.named_parameters():  # the unsharded model's draws, in its order; keep our slice

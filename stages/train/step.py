@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 # Dense bf16 peak FLOP/s per device (never the 2:4-sparsity figures). Matched against the CUDA device name.
 PEAK_BF16 = [("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12),
@@ -65,10 +64,6 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
-def token_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)
-
-
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[torch.Tensor], lr: float,
                grad_clip: float | None, autocast: torch.autocast | None = None, world: int = 1) -> dict[str, float]:
     """Forward/backward over the micro-batches (gradient accumulation), clip, step. Returns loss and grad norm.
@@ -79,23 +74,24 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: list[t
     for g in opt.param_groups:
         g["lr"] = lr
     total = sum(m.shape[0] for m in micro)
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    # sums stay on the device: one host sync per step, after the optimizer step is queued, not one per micro-batch
+    loss_sum = torch.zeros((), dtype=torch.float64, device=micro[0].device)
     for i, batch in enumerate(micro):
         sync = i == len(micro) - 1  # DDP all-reduces (FSDP2 reduce-scatters) once, on the last micro-batch
         ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
         if hasattr(model, "set_requires_gradient_sync"):
             model.set_requires_gradient_sync(sync)
         with ctx, (autocast or contextlib.nullcontext()):
-            logits = model(batch[:, :-1])
-            loss = token_loss(logits, batch[:, 1:])
+            loss = model(batch[:, :-1], batch[:, 1:])  # the model computes the loss: compiled with it
         (loss * (batch.shape[0] / total)).backward()
-        loss_sum += loss.detach().double().cpu() * batch.shape[0]
+        loss_sum += loss.detach().double() * batch.shape[0]
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
     if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
         norm = norm.full_tensor()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return {"loss": float(loss_sum / total), "grad_norm": float(norm)}
+    loss, grad_norm = torch.stack([loss_sum / total, norm.double()]).tolist()
+    return {"loss": loss, "grad_norm": grad_norm}
 
 
 @torch.no_grad()
@@ -106,7 +102,7 @@ def eval_sums(model: torch.nn.Module, rows: torch.Tensor, batch: int,
     for i in range(0, rows.shape[0], batch):
         b = rows[i:i + batch]
         with autocast or contextlib.nullcontext():
-            logits = model(b[:, :-1])
-        out.append(token_loss(logits, b[:, 1:], reduction="none").view(b.shape[0], -1).double().sum(1).cpu())
+            nats = model(b[:, :-1], b[:, 1:], reduction="none")
+        out.append(nats.view(b.shape[0], -1).double().sum(1).cpu())
     sums = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
     return sums, rows.shape[0] * (rows.shape[1] - 1)
