@@ -47,12 +47,19 @@ def _module_files(module: str) -> list[Path]:
     return [origin]
 
 
+def stage_package(module: str) -> str:
+    """The package a stage's code lives in: the module itself when `run` is defined in a package's __init__
+    (stages.crawl), else its parent (stages.train.spec -> stages.train); never the whole stages/ tree."""
+    found = find_spec(module)
+    if (found is not None and found.submodule_search_locations) or "." not in module:
+        return module
+    return module.rsplit(".", 1)[0]
+
+
 def code_version(spec: StageSpec) -> str:
     """Hash of the stage's source (and the dataset contract) plus the versions of libraries shaping its output."""
     h = hashlib.sha256()
-    modules = spec.code_modules or [spec.run.__module__.rsplit(".", 1)[0] if "." in spec.run.__module__
-                                    else spec.run.__module__]
-    for mod in sorted(set(modules)) + ["pipelines.dataset"]:
+    for mod in sorted(set(spec.code_modules or [stage_package(spec.run.__module__)])) + ["pipelines.dataset"]:
         for f in _module_files(mod):
             h.update(f.name.encode())
             h.update(f.read_bytes())

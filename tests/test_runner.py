@@ -127,3 +127,17 @@ def test_task_error_reaches_the_user(ray_session, kit_config):
     assert res.exit_code == 1
     assert res.output.strip().splitlines()[-1] == \
         "error: stage upper failed: ValueError: shard 2 is unreadable (fail_shard)"
+
+
+def test_code_version_covers_the_stage_package_only():
+    """A stage whose run() lives in its package's __init__ (stages.crawl) hashes that package, not all of stages/:
+    editing the train stage must not re-run the crawl."""
+    from pipelines.runner import _module_files, stage_package
+    from pipelines.stage import registry
+
+    specs = registry()
+    assert stage_package("stages.crawl") == "stages.crawl" and stage_package("stages.train.spec") == "stages.train"
+    for name, spec in specs.items():
+        if name in {"crawl", "clean", "dedupe", "tokenizer", "tokenize", "train"}:
+            files = _module_files(spec.code_modules[0] if spec.code_modules else stage_package(spec.run.__module__))
+            assert files and all(f"stages/{name}/" in f.as_posix() for f in files), name
