@@ -232,10 +232,15 @@ def samples(ctx: StageContext, info: TokenInfo) -> tuple[str, float]:
 
     model, _ = load_model(ctx.out_dir / "checkpoints")
     sp = spm.SentencePieceProcessor(model_file=str(info.tokenizer_model))
-    outs = [generate_text(model, sp, p, ctx.cfg.sample_tokens, ctx.cfg.sample_temperature, seed=i,
-                          eos_id=info.eos_id) for i, p in enumerate(ctx.cfg.prompts)]
-    text = "\n\n".join(f"## {p}\n{p}{o}" for p, o in zip(ctx.cfg.prompts, outs)) + "\n"
-    return text, cjk_fraction("".join(outs))
+    draws = ctx.cfg.sample_draws
+    outs, parts = [], []
+    for i, p in enumerate(ctx.cfg.prompts):  # the draws of one prompt are one batch, seeded by its index
+        got = generate_text(model, sp, p, ctx.cfg.sample_tokens, ctx.cfg.sample_temperature, seed=i,
+                            eos_id=info.eos_id, n=draws)
+        for j, o in enumerate([got] if draws == 1 else got):
+            outs.append(o)
+            parts.append(f"## {p}" + (f" ({j + 1}/{draws})" if draws > 1 else "") + f"\n{p}{o}")
+    return "\n\n".join(parts) + "\n", cjk_fraction("".join(outs))
 
 
 def run_train(ctx: StageContext) -> StageResult:

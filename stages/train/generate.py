@@ -17,23 +17,32 @@ from stages.train.model import GPT, GPTConfig
 
 @torch.no_grad()
 def sample(model: GPT, ids: list[int], max_new_tokens: int, temperature: float = 0.8, top_k: int | None = 50,
-           seed: int = 0, eos_id: int | None = None) -> list[int]:
-    """Ancestral sampling with temperature and top-k; stops at eos_id. Deterministic for a seed on CPU."""
+           seed: int = 0, eos_id: int | None = None, n: int = 1) -> list[int] | list[list[int]]:
+    """Ancestral sampling with temperature and top-k, stopping at eos_id. Deterministic for a seed on CPU.
+
+    n > 1 draws n continuations of the same prompt in one batch (one forward per token for all of them) and
+    returns a list of n id lists; n = 1 returns one id list.
+    """
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    out = list(ids)
     vocab = model.cfg.vocab_size
+    seqs = torch.tensor([list(ids)] * n, dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
     for _ in range(max_new_tokens):
-        ctx = torch.tensor([out[-model.cfg.max_seq_len:]], dtype=torch.long, device=model.lm_head.weight.device)
-        logits = model(ctx)[0, -1, :vocab].float().cpu() / max(temperature, 1e-5)
+        ctx = seqs[:, -model.cfg.max_seq_len:].to(model.lm_head.weight.device)
+        logits = model(ctx)[:, -1, :vocab].float().cpu() / max(temperature, 1e-5)
         if top_k:
-            kth = torch.topk(logits, min(top_k, vocab)).values[-1]
+            kth = torch.topk(logits, min(top_k, vocab), dim=-1).values[:, -1:]
             logits[logits < kth] = -float("inf")
-        nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
-        if nxt == eos_id:
+        nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)[:, 0]
+        done |= nxt == (-1 if eos_id is None else eos_id)
+        if bool(done.all()):
             break
-        out.append(nxt)
-    return out[len(ids):]
+        seqs = torch.cat([seqs, nxt[:, None]], dim=1)
+    outs = []
+    for row in seqs[:, len(ids):].tolist():  # each draw up to its first eos_id
+        outs.append(row[:row.index(eos_id)] if eos_id is not None and eos_id in row else row)
+    return outs[0] if n == 1 else outs
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -66,9 +75,11 @@ def cjk_fraction(text: str) -> float:
 
 
 def generate_text(model: GPT, sp, prompt: str, max_new_tokens: int, temperature: float, seed: int,
-                  eos_id: int | None = None) -> str:
+                  eos_id: int | None = None, n: int = 1) -> str | list[str]:
+    """The continuation of `prompt` as text; with n > 1 a list of n draws (one batch)."""
     ids = sp.encode(prompt)
-    return sp.decode(sample(model, ids, max_new_tokens, temperature, seed=seed, eos_id=eos_id))
+    out = sample(model, ids, max_new_tokens, temperature, seed=seed, eos_id=eos_id, n=n)
+    return sp.decode(out) if n == 1 else [sp.decode(o) for o in out]
 
 
 def generate_cli(model: Path, prompt: str, max_new_tokens: int, temperature: float, seed: int) -> str:

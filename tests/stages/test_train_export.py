@@ -87,6 +87,19 @@ def test_generate_cli_samples_deterministically(tokenized, tmp_path, capsys):
         generate_cli(tmp_path / "elsewhere" / "nothing", "你好", 4, 1.0, 0)
 
 
+def test_batched_draws_are_seeded_and_stop_at_eos():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, n_layer=1, n_head=2, d_model=16, max_seq_len=32))
+    draws = sample(model, [5, 6, 7], 20, temperature=1.5, top_k=None, seed=4, n=6)
+    assert draws == sample(model, [5, 6, 7], 20, temperature=1.5, top_k=None, seed=4, n=6)  # same seed, same draws
+    assert len(draws) == 6 and len({tuple(d) for d in draws}) > 1  # one batch, different continuations
+    eos = next(d[3] for d in draws if len(d) > 3)  # a token some draw produced: as eos, that draw ends before it
+    cut = sample(model, [5, 6, 7], 20, temperature=1.5, top_k=None, seed=4, n=6, eos_id=eos)
+    assert all(eos not in c for c in cut)
+    assert all(c == d[:len(c)] for c, d in zip(cut, draws))  # the same draws, each truncated at its first eos
+    assert any(len(c) < len(d) for c, d in zip(cut, draws))
+
+
 def test_cjk_fraction_counts_non_space_characters():
     assert cjk_fraction("中文 text") == pytest.approx(2 / 6)
     assert cjk_fraction("你好，世界。") == 1.0 and cjk_fraction("   ") == 0.0
