@@ -4,6 +4,7 @@ optional grouped-query attention and tied embeddings. torch only, so it runs whe
     cfg = load_preset("tiny", vocab_size=8000)
     model = GPT(cfg)                       # or on the meta device: with torch.device("meta"): GPT(cfg)
     logits = model(idx)                    # (B, T) int64 -> (B, T, padded_vocab)
+    loss = model(idx, targets)             # the mean fp32 cross-entropy (reduction="none": per token)
 
 Presets live in presets/<name>.yaml; `GPTConfig(**yaml.safe_load(...))` builds the same config.
 """

@@ -9,6 +9,7 @@ import json
 import shutil
 
 import pytest
+import sentencepiece as spm
 import torch
 
 from stages.train.export import export_hf
@@ -83,6 +84,9 @@ def test_generate_cli_samples_deterministically(tokenized, tmp_path, capsys):
     c = generate_cli(tmp_path / "export", "中华人民共和国的首都是", 12, 0.8, 3)  # a sibling of checkpoints/
     assert a == b == c and capsys.readouterr().out.startswith("中华人民共和国的首都是")
     assert len(sample(model, [5, 6, 7], 70, seed=0)) <= 70  # longer than max_seq_len: the context is cropped
+    sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    as_doc_start = sample(model, [2] + sp.encode("中华人民共和国的首都是"), 12, 0.8, seed=3, eos_id=2)
+    assert a == sp.decode(as_doc_start)  # the prompt follows EOS, as every document does in training
     with pytest.raises(FileNotFoundError, match="no trained model here"):
         generate_cli(tmp_path / "elsewhere" / "nothing", "你好", 4, 1.0, 0)
 
