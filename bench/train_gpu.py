@@ -6,32 +6,25 @@ torch.compile; prints tokens/s and MFU (PaLM FLOPs per token against the device'
     ZHGPT_BENCH_SMOKE=1 python bench/train_gpu.py   # tiny shape on CPU, 3 steps: checks the script runs
     BENCH_BATCH=32 BENCH_SDPA=flash BENCH_FUSED=1 BENCH_PROFILE=1 BENCH_LOOP=0 ...   # variants, a kernel table
 
-Needs torch, numpy and pyarrow only (no Ray, MLflow, pydantic or network): the plain step loads the model and
-step modules by file path; the Trainer's modules import nothing more.
+Needs torch, numpy and pyarrow only (no Ray, MLflow, pydantic or network): the stages.train package imports
+pydantic lazily, only for its stage spec, which this script never touches.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# `python bench/x.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the stdlib module
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+# `python bench/x.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the stdlib module;
+# the repo root goes first instead (stages.train imports nothing beyond torch, numpy and pyarrow)
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import torch  # noqa: E402
 from dataclasses import asdict  # noqa: E402
-TRAIN = HERE.parent / "stages" / "train"
 
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"zhgpt_bench_{name}", TRAIN / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look the module up while the class is created
-    spec.loader.exec_module(mod)
-    return mod
+from stages.train import model as model_mod, step as step_mod  # noqa: E402
 
 
 def matmul_rate(device: str) -> float:
@@ -62,7 +55,7 @@ def sdpa_context():
     return sdpa_kernel(kind)
 
 
-def fuse_projections(model_mod) -> None:
+def fuse_projections() -> None:
     """BENCH_FUSED=1: q/k/v and gate/up as one matmul each (weights concatenated per call), to measure
     whether fusing them in the model would pay; parameters and their names are unchanged."""
     import torch.nn.functional as F
@@ -106,7 +99,6 @@ def loop_rate(model: dict, batch: int, seq: int, warm: int, steps: int, compile_
     import numpy as np
     import pyarrow as pa
 
-    sys.path.insert(0, str(HERE.parent))
     from stages.train.loop import LoopConfig, Trainer
 
     with tempfile.TemporaryDirectory() as d:
@@ -140,7 +132,6 @@ def loop_rate(model: dict, batch: int, seq: int, warm: int, steps: int, compile_
 
 def main() -> None:
     smoke = os.environ.get("ZHGPT_BENCH_SMOKE") == "1"
-    model_mod, step_mod = load("model"), load("step")
     device = "cuda" if torch.cuda.is_available() and not smoke else "cpu"
     mode = os.environ.get("BENCH_MODE") or None  # torch.compile mode, e.g. max-autotune-no-cudagraphs
     if smoke:  # tiny shape, CPU, no compile: proves the script end to end in seconds
@@ -151,7 +142,7 @@ def main() -> None:
         batch, seq, warm, steps, compile_ = int(os.environ.get("BENCH_BATCH", 64)), 1024, 8, 30, True
     micro = int(os.environ.get("BENCH_MICRO", batch))  # gradient accumulation when smaller than the batch
     if os.environ.get("BENCH_FUSED") == "1":
-        fuse_projections(model_mod)
+        fuse_projections()
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = True
     ceiling = matmul_rate(device) if device == "cuda" else None

@@ -228,16 +228,16 @@ def samples(ctx: StageContext, info: TokenInfo) -> tuple[str, float]:
     """Generate from the configured prompts (seeded) and measure the CJK share of what was generated."""
     import sentencepiece as spm
 
-    from stages.train.generate import cjk_fraction, generate_text, load_model
+    from stages.train.generate import cjk_fraction, generate_texts, load_model
 
     model, _ = load_model(ctx.out_dir / "checkpoints")
     sp = spm.SentencePieceProcessor(model_file=str(info.tokenizer_model))
     draws = ctx.cfg.sample_draws
     outs, parts = [], []
     for i, p in enumerate(ctx.cfg.prompts):  # the draws of one prompt are one batch, seeded by its index
-        got = generate_text(model, sp, p, ctx.cfg.sample_tokens, ctx.cfg.sample_temperature, seed=i,
-                            eos_id=info.eos_id, n=draws)
-        for j, o in enumerate([got] if draws == 1 else got):
+        got = generate_texts(model, sp, p, draws, ctx.cfg.sample_tokens, ctx.cfg.sample_temperature, seed=i,
+                             eos_id=info.eos_id)
+        for j, o in enumerate(got):
             outs.append(o)
             parts.append(f"## {p}" + (f" ({j + 1}/{draws})" if draws > 1 else "") + f"\n{p}{o}")
     return "\n\n".join(parts) + "\n", cjk_fraction("".join(outs))

@@ -171,9 +171,8 @@ class GPT(nn.Module):
 
     def init_rope(self) -> None:
         """(Re)compute the RoPE tables for max_seq_len, on the buffers' device (after to_empty, say)."""
-        device = self.rope_cos.device
         self.rope_cos, self.rope_sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta,
-                                                   None if device.type == "meta" else device)
+                                                   self.rope_cos.device)
 
     def reset_parameters(self) -> None:
         """Every parameter through init_param, in named_parameters() order. Works on meta too."""

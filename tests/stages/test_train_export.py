@@ -13,7 +13,7 @@ import sentencepiece as spm
 import torch
 
 from stages.train.export import export_hf
-from stages.train.generate import cjk_fraction, generate_cli, sample
+from stages.train.generate import cjk_fraction, generate_cli, sample, sample_batch
 from stages.train.model import GPT, GPTConfig
 from tests.stages.test_train_common import corpus, tokenized, train_spm  # noqa: F401
 
@@ -94,11 +94,11 @@ def test_generate_cli_samples_deterministically(tokenized, tmp_path, capsys):
 def test_batched_draws_are_seeded_and_stop_at_eos():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=40, n_layer=1, n_head=2, d_model=16, max_seq_len=32))
-    draws = sample(model, [5, 6, 7], 20, temperature=1.5, top_k=None, seed=4, n=6)
-    assert draws == sample(model, [5, 6, 7], 20, temperature=1.5, top_k=None, seed=4, n=6)  # same seed, same draws
+    draws = sample_batch(model, [5, 6, 7], 6, 20, temperature=1.5, top_k=None, seed=4)
+    assert draws == sample_batch(model, [5, 6, 7], 6, 20, temperature=1.5, top_k=None, seed=4)  # same seed, same draws
     assert len(draws) == 6 and len({tuple(d) for d in draws}) > 1  # one batch, different continuations
     eos = next(d[3] for d in draws if len(d) > 3)  # a token some draw produced: as eos, that draw ends before it
-    cut = sample(model, [5, 6, 7], 20, temperature=1.5, top_k=None, seed=4, n=6, eos_id=eos)
+    cut = sample_batch(model, [5, 6, 7], 6, 20, temperature=1.5, top_k=None, seed=4, eos_id=eos)
     assert all(eos not in c for c in cut)
     assert all(c == d[:len(c)] for c, d in zip(cut, draws))  # the same draws, each truncated at its first eos
     assert any(len(c) < len(d) for c, d in zip(cut, draws))
