@@ -50,9 +50,11 @@ def sdpa_context():
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    kind = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-            "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]
-    return sdpa_kernel(kind)
+    kinds = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    if name not in kinds:
+        raise SystemExit(f"BENCH_SDPA={name!r}: expected one of {sorted(kinds)} (or unset)")
+    return sdpa_kernel(kinds[name])
 
 
 def fuse_projections() -> None:
@@ -132,6 +134,7 @@ def loop_rate(model: dict, batch: int, seq: int, warm: int, steps: int, compile_
 
 def main() -> None:
     smoke = os.environ.get("ZHGPT_BENCH_SMOKE") == "1"
+    attention = sdpa_context()  # an unknown BENCH_SDPA stops here, before any work
     device = "cuda" if torch.cuda.is_available() and not smoke else "cpu"
     mode = os.environ.get("BENCH_MODE") or None  # torch.compile mode, e.g. max-autotune-no-cudagraphs
     if smoke:  # tiny shape, CPU, no compile: proves the script end to end in seconds
@@ -153,7 +156,7 @@ def main() -> None:
     # random tokens, a fresh batch per step (never zeros: they can run faster than real data)
     data = torch.randint(0, cfg.vocab_size, (warm + steps, batch, seq + 1), device=device)
     t_start = time.perf_counter()
-    with sdpa_context():
+    with attention:
         for i in range(warm):  # compile and allocator warm-up, excluded from the timing
             step_mod.train_step(fwd, opt, list(data[i].split(micro)), 6e-4, 1.0, autocast)
         if device == "cuda":

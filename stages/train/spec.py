@@ -46,9 +46,10 @@ class TrainConfig(StageConfig):
                                                 "from with a new schedule")
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS))
     sample_tokens: int = Field(64, ge=1)
-    sample_draws: int = Field(16, ge=1, description="samples per prompt, drawn as one batch seeded by the "
+    sample_draws: int = Field(16, ge=1, le=256, description="samples per prompt, drawn as one batch seeded by the "
                               "prompt's index; the CJK share is measured over all of them (with one draw per "
-                              "prompt it swung by 0.1 between seeds)")
+                              "prompt it swung by 0.1 between seeds); at most 256, as the batch holds "
+                              "draws x context x vocab logits")
     sample_temperature: float = Field(0.8, gt=0)
     compile: bool = False
     activation_checkpointing: bool = False
