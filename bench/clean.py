@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
-from pipelines.dataset import DOC_SCHEMA, doc_id, read_shard, write_parquet  # noqa: E402
+from pipelines.dataset import DOC_SCHEMA, doc_id, write_parquet  # noqa: E402
+from pipelines.io import read_table  # noqa: E402
 from stages.clean.config import CleanConfig  # noqa: E402
 from stages.clean.core import Cleaner, clean_table  # noqa: E402
 
@@ -56,13 +57,13 @@ def documents(copies: int) -> pa.Table:
 
 
 def floor_pass(path: str, out: str) -> None:
-    t = read_shard(path)
+    t = read_table(path)
     texts = [unicodedata.normalize("NFKC", s) for s in t.column("text").to_pylist()]
     write_parquet(t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts, pa.string())), out, "f.parquet")
 
 
 def preset_pass(path: str, out: str, cleaner: Cleaner) -> None:
-    docs, rejects, _ = clean_table(read_shard(path), cleaner.cfg, cleaner)
+    docs, rejects, _ = clean_table(read_table(path), cleaner.cfg, cleaner)
     write_parquet(docs, out, "docs.parquet")
     write_parquet(rejects, out, "rejects.parquet")
 

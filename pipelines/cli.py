@@ -225,7 +225,17 @@ def _register_plan() -> None:
         plan_command)
 
 
+def _register_stage_commands() -> None:
+    """Stages contribute their own commands (StageSpec.commands: "module:function", called with the app)."""
+    from pipelines.stage import load_object, registry
+
+    for spec in registry().values():
+        if spec.commands:
+            load_object(spec.commands)(app)
+
+
 _register_plan()
+_register_stage_commands()
 
 
 def main() -> None:

@@ -18,28 +18,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.io import DOC_SCHEMA, ContractError, atomic_path, read_table, temp_path  # noqa: F401 (re-exported)
+
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"
 FAILED = "FAILED"
 CHUNK = 1 << 20
-
-# Every documents table carries at least these columns (stages add columns, never drop them).
-DOC_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source_name", pa.string()),
-        ("url", pa.string()),
-        ("source", pa.string()),  # "warc:<file>@<offset>" or "file:<path>:<line>"
-        ("fetched_at", pa.string()),  # ISO 8601 UTC
-        ("title", pa.string()),
-        ("text", pa.string()),
-    ]
-)
-
-
-class ContractError(RuntimeError):
-    """A dataset does not satisfy the contract (missing manifest, bad shard, wrong schema)."""
-
 
 def doc_id(locator: str, text: str) -> str:
     """The stable document id: a hash of the source locator (URL, or file + line) and the content.
@@ -79,39 +63,65 @@ class ShardInfo:
         return cls(path=rel, rows=rows, bytes=p.stat().st_size, sha256=sha256_file(p))
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def write_parquet(table: pa.Table, stage_dir: str | os.PathLike, rel: str, row_group_size: int | None = None
                   ) -> ShardInfo:
     """Write one Parquet shard (zstd) atomically and describe it. Deterministic bytes for equal tables."""
-    final = Path(stage_dir) / rel
-    tmp = _atomic_target(final)
-    pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True,
-                   row_group_size=row_group_size)
-    os.replace(tmp, final)
+    with atomic_path(Path(stage_dir) / rel) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True,
+                       row_group_size=row_group_size)
     return ShardInfo.of(stage_dir, rel, table.num_rows)
 
 
 def write_arrow(table: pa.Table, stage_dir: str | os.PathLike, rel: str, max_chunksize: int | None = None) -> ShardInfo:
     """Write one uncompressed Arrow IPC (Feather v2) shard atomically, so readers can memory-map it."""
-    final = Path(stage_dir) / rel
-    tmp = _atomic_target(final)
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with atomic_path(Path(stage_dir) / rel) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
+            pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max_chunksize)
-    os.replace(tmp, final)
     return ShardInfo.of(stage_dir, rel, table.num_rows)
 
 
 def write_file(data: bytes, stage_dir: str | os.PathLike, rel: str, rows: int = 0) -> ShardInfo:
     """Write an opaque file shard (a model, a WARC file) atomically."""
-    final = Path(stage_dir) / rel
-    tmp = _atomic_target(final)
-    tmp.write_bytes(data)
-    os.replace(tmp, final)
+    with atomic_path(Path(stage_dir) / rel) as tmp:
+        tmp.write_bytes(data)
     return ShardInfo.of(stage_dir, rel, rows)
+
+
+class ParquetRows:
+    """Rows streamed to one Parquet shard in fixed-size row groups, so a task's memory does not grow with its row
+    count (10k pages of text would otherwise sit in a list until the end). Same codec as write_parquet; renamed
+    into place by `close()`, and byte-identical for identical rows (row groups are cut by count)."""
+
+    def __init__(self, stage_dir: str | os.PathLike, rel: str, schema: pa.Schema, group_rows: int = 256):
+        self.stage_dir, self.rel, self.schema, self.group_rows = stage_dir, rel, schema, group_rows
+        self.final = Path(stage_dir) / rel
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_path(self.final)
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", write_statistics=True, store_schema=True)
+        self.buf: list[dict] = []
+        self.rows = 0
+
+    def add(self, row: dict) -> None:
+        self.buf.append(row)
+        if len(self.buf) >= self.group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buf:
+            self.writer.write_table(table_of(self.buf, self.schema))
+            self.rows += len(self.buf)
+            self.buf = []
+
+    def close(self) -> ShardInfo:
+        self._flush()
+        self.writer.close()
+        os.replace(self.tmp, self.final)
+        return ShardInfo.of(self.stage_dir, self.rel, self.rows)
+
+
+def table_of(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows in the order given as a table of `schema`; missing keys become nulls."""
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
 
 
 def adopt_file(stage_dir: str | os.PathLike, rel: str, rows: int = 0) -> ShardInfo:
@@ -191,19 +201,10 @@ class StageData:
 
     def read_table(self, output: str | None = None, columns: list[str] | None = None) -> pa.Table:
         """The whole output as one table (small outputs only; stages read shard by shard)."""
-        tables = [read_shard(p, columns) for p in self.paths(output)]
+        tables = [read_table(p, columns) for p in self.paths(output)]
         if not tables:
             raise ContractError(f"{self.dir}: output {output or self.manifest.primary!r} has no shards")
         return pa.concat_tables(tables)
-
-
-def read_shard(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    path = str(path)
-    if path.endswith(".arrow"):
-        with pa.memory_map(path) as src:
-            t = pa.ipc.open_file(src).read_all()
-        return t.select(columns) if columns else t
-    return pq.read_table(path, columns=columns)
 
 
 def read_manifest(stage_dir: str | os.PathLike) -> Manifest | None:
@@ -218,10 +219,8 @@ def read_manifest(stage_dir: str | os.PathLike) -> Manifest | None:
 
 def write_manifest(stage_dir: str | os.PathLike, manifest: Manifest) -> None:
     """Write the manifest last and atomically: from now on the stage is complete."""
-    final = Path(stage_dir) / MANIFEST
-    tmp = _atomic_target(final)
-    tmp.write_text(manifest.to_json())
-    os.replace(tmp, final)
+    with atomic_path(Path(stage_dir) / MANIFEST) as tmp:
+        tmp.write_text(manifest.to_json())
 
 
 def verify(stage_dir: str | os.PathLike) -> list[str]:

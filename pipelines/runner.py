@@ -1,7 +1,7 @@
 """The runner: DAG from the config, content-addressed cache keys, execution, resume after a crash.
 
 cache key = sha256(stage name, canonical JSON of the stage's resolved config (EXEC_FIELDS left out),
-                   upstream output digests, code version[, fingerprint of external inputs])
+                   upstream output digests, code version, digest of the external files the config names)
 A stage runs when no manifest exists for its key (or it is forced). A killed stage leaves no manifest, so the
 next run starts it again in the same directory, where its `.partial/` area lets it resume.
 Manifests are read from the store of record (pipelines/storage.py); with a URL work_dir, stages run in the local
@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RootBase
-from pipelines.dataset import Manifest, Output, StageData
+from pipelines.dataset import ContractError, Manifest, Output, StageData
 from pipelines.index import build_indexes
+from pipelines.io import conform_error, schema_of
 from pipelines.stage import Progress, StageContext, StageSpec, ordered, registry
 from pipelines.storage import Store
 
@@ -47,19 +48,14 @@ def _module_files(module: str) -> list[Path]:
     return [origin]
 
 
-def stage_package(module: str) -> str:
-    """The package a stage's code lives in: the module itself when `run` is defined in a package's __init__
-    (stages.crawl), else its parent (stages.train.spec -> stages.train); never the whole stages/ tree."""
-    found = find_spec(module)
-    if (found is not None and found.submodule_search_locations) or "." not in module:
-        return module
-    return module.rsplit(".", 1)[0]
+# The shared layer under the stages: a change here may change any stage's output, so it is in every code version.
+SHARED_MODULES = ["pipelines.dataset", "pipelines.io", "pipelines.stats", "pipelines.text"]
 
 
 def code_version(spec: StageSpec) -> str:
-    """Hash of the stage's source (and the dataset contract) plus the versions of libraries shaping its output."""
+    """Hash of the stage package's source and the shared layer, plus the versions of libraries shaping its output."""
     h = hashlib.sha256()
-    for mod in sorted(set(spec.code_modules or [stage_package(spec.run.__module__)])) + ["pipelines.dataset"]:
+    for mod in sorted(set(spec.code_modules or [spec.package()])) + SHARED_MODULES:
         for f in _module_files(mod):
             h.update(f.name.encode())
             h.update(f.read_bytes())
@@ -104,8 +100,7 @@ def resolve(cfg: RootBase, plans: dict[str, StagePlan], name: str, store: Store 
         plan.upstream = {u.name: u.manifest.digests for u in ups}
         plan.upstream_dirs = {u.name: u.uri for u in ups}
         scfg = cfg.stage_cfg(name)
-        fp = spec.fingerprint(scfg) if spec.fingerprint else ""
-        plan.key = cache_key(name, scfg.key_dict(), plan.upstream, plan.code, fp)
+        plan.key = cache_key(name, scfg.key_dict(), plan.upstream, plan.code, scfg.external_digest())
         plan.dir = store.local_dir(name, plan.key)
         plan.uri = store.uri(name, plan.key)
         plan.manifest = store.read_manifest(name, plan.key)
@@ -223,14 +218,10 @@ class Runner:
         self.progress.log(f"[{plan.name}] running -> {plan.uri}" + (f" (in {plan.dir})" if self.store.remote else ""))
         t0 = time.time()
         try:
-            result = plan.spec.run(ctx)
-            kinds = {o.name: o for o in plan.spec.outputs}
-            missing = set(kinds) - set(result.outputs)
-            if missing:
-                raise RuntimeError(f"stage returned no shards for output(s) {sorted(missing)}")
-            outputs = {n: Output(kind=kinds[n].kind, shards=s, primary=kinds[n].primary, schema=_schema_of(plan.dir, s))
-                       for n, s in result.outputs.items()}
-            outputs.update({n: Output(kind="parquet", shards=s, schema=_schema_of(plan.dir, s))
+            result = plan.spec.run_fn()(ctx)
+            outputs = declared_outputs(plan.spec, plan.dir, result)
+            outputs.update({n: Output(kind="parquet", shards=s,
+                                      schema=schema_of(plan.dir / s[0].path).to_string(show_schema_metadata=False))
                             for n, s in build_indexes(plan.dir, outputs).items()})
             m = Manifest(stage=plan.name, cache_key=plan.key, outputs=outputs, config=scfg.model_dump(mode="json"),
                          upstream=plan.upstream, code_version=plan.code, stats=result.stats,
@@ -251,20 +242,31 @@ class Runner:
                           + ", ".join(f"{n}={o.rows} rows" for n, o in outputs.items()))
 
 
-def _schema_of(stage_dir: Path, shards: list) -> str | None:
-    if not shards:
-        return None
-    p = stage_dir / shards[0].path
+def declared_outputs(spec: StageSpec, stage_dir: Path, result: Any) -> dict[str, Output]:
+    """The stage's outputs as the manifest will list them, each shard checked against its declared schema."""
+    kinds = {o.name: o for o in spec.outputs}
+    missing = set(kinds) - set(result.outputs)
+    if missing:
+        raise ContractError(f"stage {spec.name} returned no shards for output(s) {sorted(missing)}")
+    unknown = set(result.outputs) - set(kinds)
+    if unknown:
+        raise ContractError(f"stage {spec.name} returned undeclared output(s) {sorted(unknown)}")
+    outputs = {}
+    for name, shards in result.outputs.items():
+        o = kinds[name]
+        schemas = [_schema_of(stage_dir / s.path) for s in shards] if o.kind != "file" else []
+        if o.schema is not None:
+            for s, got in zip(shards, schemas):
+                why = "not a Parquet/Arrow file" if got is None else conform_error(got, o.schema)
+                if why:
+                    raise ContractError(f"stage {spec.name} output {name}: {stage_dir / s.path}: {why}")
+        text = schemas[0].to_string(show_schema_metadata=False) if schemas and schemas[0] is not None else None
+        outputs[name] = Output(kind=o.kind, shards=shards, primary=o.primary, schema=text)
+    return outputs
+
+
+def _schema_of(path: Path) -> Any:
     try:
-        if p.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_schema(p).to_string(show_schema_metadata=False)
-        if p.suffix == ".arrow":
-            import pyarrow as pa
-
-            with pa.memory_map(str(p)) as src:
-                return pa.ipc.open_file(src).schema.to_string(show_schema_metadata=False)
+        return schema_of(path)
     except Exception:  # an opaque file with a misleading suffix: no schema to record
         return None
-    return None

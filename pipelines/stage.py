@@ -1,26 +1,30 @@
 """What a stage is, to the runner: a spec (name, inputs, config model, outputs, run function) and a context.
 
-A stage package `stages/<name>/__init__.py` exposes `SPEC = StageSpec(...)`. Importing it must be cheap:
-heavy libraries are imported inside `run`. Stages never import each other; they import `pipelines.dataset`
-and `pipelines.stage` only.
+Every stage package has the same shape: `stages/<name>/__init__.py` holds `SPEC = StageSpec(...)` only;
+`config.py` the typed config (pydantic only, cheap to import); `stage.py` the `run(ctx)` entry point (the Ray
+fan-out); everything else pure modules. The spec names its run function by import string, so importing a stage
+package costs only its config, and the code version hashes exactly that package (plus the shared layer).
+Stages never import each other; they import the shared layer (`pipelines.dataset`, `.io`, `.text`, `.stats`,
+`.stage`, `.faults`) only.
 
+    # stages/clean/stage.py
     def run(ctx: StageContext) -> StageResult:
-        shards = ctx.upstream["clean"].paths("docs")
-        infos = ctx.map(clean_shard, [(str(p), i, ctx.cfg, str(ctx.out_dir)) for i, p in enumerate(shards)])
+        shards = ctx.upstream["crawl"].paths("docs")
+        infos = ctx.map(clean_shard, [(i, str(p), ctx.cfg, str(ctx.out_dir)) for i, p in enumerate(shards)])
         return StageResult(outputs={"docs": [...], "rejects": [...]}, stats={...})
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
-import os
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Iterator, Sequence
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, FilePath
 
-from pipelines.dataset import PARTIAL, ShardInfo, StageData
+from pipelines.dataset import MANIFEST, PARTIAL, ShardInfo, StageData, sha256_file
+from pipelines.faults import fault_point
 
 # Stages shipped with zhgpt, in pipeline order. A missing package is simply not offered.
 BUILTIN = ["crawl", "clean", "dedupe", "tokenizer", "tokenize", "train"]
@@ -36,12 +40,67 @@ class StageConfig(BaseModel):
         """The part of the config that shapes the output (what the cache key hashes)."""
         return self.model_dump(mode="json", exclude=set(self.EXEC_FIELDS))
 
+    def external_digest(self) -> str:
+        """A digest of the content of every external file the config names (`ExternalFile` / `ExternalPath`
+        fields, at any depth): part of the cache key, so a changed file re-runs the stage though no field did."""
+        h = hashlib.sha256()
+        for where, path in sorted(_external_paths(self, "")):
+            h.update(f"{where}\0{content_digest(path)}\n".encode())
+        return h.hexdigest()
+
+
+class HashedPath(type(Path())):  # type: ignore[misc]  # a concrete Path subclass (PosixPath here)
+    """A path whose content joins the stage's cache key (see StageConfig.external_digest)."""
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes; for a directory, of its manifest.json (a stage output) or meta.json (a training
+    checkpoint: its weights may be GBs, and meta.json names the step and run), else of every file in it."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    for marker in (MANIFEST, "meta.json"):
+        if (path / marker).is_file():
+            return sha256_file(path / marker)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _external_paths(value: Any, where: str) -> Iterator[tuple[str, Path]]:
+    if isinstance(value, HashedPath):
+        yield where, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _external_paths(getattr(value, name), f"{where}.{name}" if where else name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _external_paths(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _external_paths(v, f"{where}.{i}")
+
+
+# Config field types for files outside the pipeline: their content (not their path) is part of the cache key.
+def _hashed(p: Path) -> HashedPath:
+    return HashedPath(p)
+
+
+ExternalFile = Annotated[FilePath, AfterValidator(_hashed)]  # an existing file
+ExternalPath = Annotated[Path, AfterValidator(_hashed)]  # a file or a directory: the config checks what it needs
+
 
 @dataclass
 class OutputSpec:
     name: str
     kind: str  # "parquet" | "arrow" | "file"
     primary: bool = False
+    # Columns every shard must have (a field typed pa.null() may have any type); checked by the runner before
+    # the manifest is published, so a stage cannot complete with an output its readers would reject.
+    schema: Any = None  # pyarrow.Schema | None
 
 
 @dataclass
@@ -50,14 +109,30 @@ class StageSpec:
     inputs: list[str]  # upstream stage names
     config_model: type[StageConfig]
     outputs: list[OutputSpec]
-    run: Callable[["StageContext"], "StageResult"]
-    # Modules whose source is hashed into the code version (default: the stage's own package).
+    run: str  # "package.module:function", imported only when the stage runs
+    # Modules whose source is hashed into the code version (default: the package holding the run module).
     code_modules: list[str] = field(default_factory=list)
     # Distributions whose versions shape the output (e.g. "sentencepiece").
     libraries: list[str] = field(default_factory=list)
-    # Optional: a digest of external inputs named in the config (local files), part of the cache key.
-    fingerprint: Callable[[Any], str] | None = None
     headline: list[str] = field(default_factory=list)  # stats copied into the parent run as <stage>.<stat>
+    # "package.module:function" adding the stage's own commands to the CLI: function(app: typer.Typer)
+    commands: str | None = None
+
+    def run_fn(self) -> Callable[["StageContext"], "StageResult"]:
+        return load_object(self.run)
+
+    def package(self) -> str:
+        """The package whose source is the stage's code: the run module's parent package."""
+        module = self.run.split(":", 1)[0]
+        return module.rsplit(".", 1)[0] if "." in module else module
+
+
+def load_object(ref: str) -> Any:
+    """The object named by "package.module:attribute"."""
+    module, _, attr = ref.partition(":")
+    if not attr:
+        raise ValueError(f"{ref!r} is not an import string of the form 'package.module:function'")
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass
@@ -127,23 +202,21 @@ class StageContext:
                 i = pending.pop(ref)
                 try:
                     results[i] = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:  # the task's own error, not Ray's wrapper
-                    cause = exc.cause if isinstance(exc.cause, Exception) else exc
-                    raise cause from None
+                except ray.exceptions.RayTaskError as exc:
+                    raise task_error(exc) from None
                 done += 1
                 rows += rows_of(results[i]) if rows_of else 0
                 self.progress.advance(self.name, done, rows)
-                _fault_point(self.name, done)
+                fault_point(f"{self.name}.tasks", done)
         self.progress.finish(self.name)
         return results
 
 
-def _fault_point(stage: str, done: int) -> None:
-    """Test hook: ZHGPT_FAULT_KILL=<stage>:<n> SIGKILLs this process once n tasks of <stage> are done."""
-    spec = os.environ.get("ZHGPT_FAULT_KILL", "")
-    if spec and spec == f"{stage}:{done}":
-        print(f"ZHGPT_FAULT_KILL: killing the driver after {done} task(s) of {stage}", flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+def task_error(exc: BaseException) -> BaseException:
+    """The exception a Ray task (or Ray Train worker) raised, not Ray's wrapper, whose first line names the task
+    instead of the reason. Anything else is returned as it is."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, Exception) else exc
 
 
 _REGISTRY: dict[str, StageSpec] = {}

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.clean.script import CJK, char_classes  # noqa: E402
+from pipelines.text import CJK, char_classes  # noqa: E402
 
 MIN_CJK = 200
 MIN_LINE_CHARS = 10

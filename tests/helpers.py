@@ -45,7 +45,7 @@ def run_stage(name: str, cfg: Any, upstream: dict[str, StageData], out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(name=name, cfg=cfg, out_dir=out_dir, upstream=upstream, work_dir=out_dir.parent,
                        workers=workers, tracking_uri="", mlflow_run_id=None, **ctx_kw)
-    result = spec.run(ctx)
+    result = spec.run_fn()(ctx)
     kinds = {o.name: o for o in spec.outputs}
     outs = {n: Output(kind=kinds[n].kind, shards=s, primary=kinds[n].primary) for n, s in result.outputs.items()}
     m = Manifest(stage=name, cache_key="run" * 16, outputs=outs, config={}, upstream={}, code_version="test",

@@ -11,10 +11,11 @@ import time
 import pyarrow as pa
 from typing import Optional
 
-from pydantic import Field, FilePath
+from pydantic import Field
 
-from pipelines.dataset import doc_id, read_shard, write_parquet
-from pipelines.stage import OutputSpec, StageConfig, StageContext, StageResult, StageSpec, register
+from pipelines.dataset import DOC_SCHEMA, doc_id, write_parquet
+from pipelines.io import read_docs, read_table
+from pipelines.stage import ExternalFile, OutputSpec, StageConfig, StageContext, StageResult, StageSpec, register
 
 SENTENCES = ["机器学习是人工智能的一个分支。", "北京是中华人民共和国的首都。", "今天天气很好，我们去公园散步吧！",
              "Debian 是一个自由的操作系统。", "大规模语言模型需要大量的中文语料。"]
@@ -29,7 +30,7 @@ class GenConfig(StageConfig):
 class UpperConfig(StageConfig):
     EXEC_FIELDS = frozenset({"slow_ms"})
     suffix: str = "。"
-    suffix_file: Optional[FilePath] = None  # when set, its first line is the suffix
+    suffix_file: Optional[ExternalFile] = None  # when set, its first line is the suffix
     fail_shard: Optional[int] = None  # this shard's task raises (a known fault point)
     slow_ms: int = 0  # execution only: lets a test catch the stage in the middle
 
@@ -64,7 +65,7 @@ def upper_shard(i: int, path: str, cfg: UpperConfig, out_dir: str):
         time.sleep(cfg.slow_ms / 1000)
     if cfg.fail_shard == i:
         raise ValueError(f"shard {i} is unreadable (fail_shard)")
-    t = read_shard(path)
+    t = read_docs(path)
     suffix = cfg.suffix_file.read_text(encoding="utf-8").splitlines()[0] if cfg.suffix_file else cfg.suffix
     texts = [s + suffix for s in t.column("text").to_pylist()]
     t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts))
@@ -82,19 +83,16 @@ def run_upper(ctx: StageContext) -> StageResult:
 
 
 def run_count(ctx: StageContext) -> StageResult:
-    n = sum(read_shard(p).num_rows for p in ctx.upstream["upper"].paths("docs"))
+    n = sum(read_table(p).num_rows for p in ctx.upstream["upper"].paths("docs"))
     info = write_parquet(pa.table({"rows": [n]}), ctx.out_dir, "count/part-00000.parquet")
     if os.environ.get("ZHGPT_TEST_FAIL_COUNT"):
         raise ValueError("count refused its input (ZHGPT_TEST_FAIL_COUNT)")
     return StageResult(outputs={"count": [info]}, stats={"total": n})
 
 
-register(StageSpec("gen", [], GenConfig, [OutputSpec("docs", "parquet", True)], run_gen, code_modules=["tests.stagekit"]))
-def _suffix_fp(cfg: UpperConfig) -> str:
-    return cfg.suffix_file.read_text(encoding="utf-8") if cfg.suffix_file else ""
-
-
-register(StageSpec("upper", ["gen"], UpperConfig, [OutputSpec("docs", "parquet", True)], run_upper,
-                   code_modules=["tests.stagekit"], fingerprint=_suffix_fp))
-register(StageSpec("count", ["upper"], CountConfig, [OutputSpec("count", "parquet", True)], run_count,
+register(StageSpec("gen", [], GenConfig, [OutputSpec("docs", "parquet", True, DOC_SCHEMA)], "tests.stagekit:run_gen",
+                   code_modules=["tests.stagekit"]))
+register(StageSpec("upper", ["gen"], UpperConfig, [OutputSpec("docs", "parquet", True, DOC_SCHEMA)],
+                   "tests.stagekit:run_upper", code_modules=["tests.stagekit"]))
+register(StageSpec("count", ["upper"], CountConfig, [OutputSpec("count", "parquet", True)], "tests.stagekit:run_count",
                    code_modules=["tests.stagekit"], headline=["total"]))

@@ -96,11 +96,11 @@ def test_sigkill_mid_stage_resumes_to_same_digests(ray_session, kit_config, tmp_
     cfg_path = kit_config(gen={"shards": 6})
     ref = execute(load(cfg_path, [f"work_dir={tmp_path / 'ref'}"]))
     address = ray_session.get_runtime_context().gcs_address
-    env = {**os.environ, "ZHGPT_FAULT_KILL": "upper:2"}
+    env = {**os.environ, "ZHGPT_FAULT": "upper.tasks@2"}
     killed = subprocess.run([*ZHGPT, "run", str(cfg_path), "--ray-address", address], env=env,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stdout + killed.stderr
-    assert "ZHGPT_FAULT_KILL: killing the driver after 2 task(s) of upper" in killed.stdout
+    assert "ZHGPT_FAULT: kill at upper.tasks@2" in killed.stdout
     status = json.loads(CliRunner().invoke(app, ["status", str(cfg_path), "--json"]).output)["stages"]
     assert [r["state"] for r in status] == ["complete", "partial", "missing"]
     assert not (Path(status[1]["dir"]) / "manifest.json").exists()

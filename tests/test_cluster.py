@@ -22,7 +22,7 @@ import yaml
 
 from pipelines.cli import execute
 from pipelines.config import load
-from pipelines.dataset import read_shard
+from pipelines.io import read_table
 
 pytestmark = pytest.mark.cluster
 ZHGPT = [sys.executable, "-m", "pipelines.cli"]
@@ -214,7 +214,7 @@ def test_s3_work_dir_run_cached_rerun_and_verify(ray_session, kit_config, two_no
     assert all(r["state"] == "complete" and r["dir"].startswith("s3://zhgpt/kit/") for r in rows)
     assert digests_of(status.stdout) == {n: p.manifest.digests for n, p in ref.plans.items()}
 
-    doc = read_shard(ref.plans["gen"].dir / "docs/part-00001.parquet").to_pylist()[0]
+    doc = read_table(ref.plans["gen"].dir / "docs/part-00001.parquet").to_pylist()[0]
     out = zhgpt("trace", str(cfg_path), "--doc", doc["id"], "--json")  # the run's stage dirs are S3 URLs
     assert out.returncode == 0, out.stderr
     fates = {k: v["fate"] for k, v in json.loads(out.stdout)["documents"][0]["stages"].items()}

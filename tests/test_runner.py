@@ -108,12 +108,12 @@ def test_status_states(ray_session, kit_config):
 
 def test_index_written_beside_outputs(ray_session, kit_config):
     from pipelines.index import lookup, url_hash
-    from pipelines.dataset import read_shard
+    from pipelines.io import read_table
 
     report = execute(load(kit_config()))
     plan = report.plans["upper"]
     assert "_index" in plan.manifest.outputs and not plan.manifest.outputs["_index"].primary
-    docs = read_shard(plan.dir / plan.manifest.outputs["docs"].shards[3].path)
+    docs = read_table(plan.dir / plan.manifest.outputs["docs"].shards[3].path)
     doc = docs.slice(7, 1).to_pylist()[0]
     hit = lookup(plan.dir / "_index/by_id.parquet", "id", doc["id"]).to_pylist()
     assert hit == [{"id": doc["id"], "output": "docs", "shard": 3, "row": 7, "url": doc["url"]}]
@@ -130,14 +130,14 @@ def test_task_error_reaches_the_user(ray_session, kit_config):
 
 
 def test_code_version_covers_the_stage_package_only():
-    """A stage whose run() lives in its package's __init__ (stages.crawl) hashes that package, not all of stages/:
-    editing the train stage must not re-run the crawl."""
-    from pipelines.runner import _module_files, stage_package
+    """Each stage hashes its own package (the one its run module is in), not all of stages/: editing the train
+    stage must not re-run the crawl."""
+    from pipelines.runner import _module_files
     from pipelines.stage import registry
 
     specs = registry()
-    assert stage_package("stages.crawl") == "stages.crawl" and stage_package("stages.train.spec") == "stages.train"
     for name, spec in specs.items():
         if name in {"crawl", "clean", "dedupe", "tokenizer", "tokenize", "train"}:
-            files = _module_files(spec.code_modules[0] if spec.code_modules else stage_package(spec.run.__module__))
+            assert spec.package() == f"stages.{name}" and not spec.code_modules, name
+            files = _module_files(spec.package())
             assert files and all(f"stages/{name}/" in f.as_posix() for f in files), name

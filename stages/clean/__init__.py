@@ -8,34 +8,15 @@ Run it with the pipeline (`zhgpt run configs/quickstart.yaml --from clean`); tes
 """
 from __future__ import annotations
 
-import hashlib
-
 from pipelines.stage import OutputSpec, StageSpec
 from stages.clean.config import CleanConfig
-
-
-def fingerprint(cfg: CleanConfig) -> str:
-    """The contents of the files the config names (language-ID model, sensitive words) are part of the key."""
-    h = hashlib.sha256()
-    for path in (cfg.langid_model, cfg.sensitive_words):
-        if path is not None:
-            h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
-
-
-def _run(ctx):
-    from stages.clean.run import run
-
-    return run(ctx)
-
 
 SPEC = StageSpec(
     name="clean",
     inputs=["crawl"],
     config_model=CleanConfig,
     outputs=[OutputSpec("docs", "parquet", primary=True), OutputSpec("rejects", "parquet")],
-    run=_run,
+    run="stages.clean.stage:run",
     libraries=["opencc", "fasttext-numpy2-wheel", "numpy"],
-    fingerprint=fingerprint,
     headline=["kept_fraction", "docs_kept"],
 )

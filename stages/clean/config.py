@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, FilePath, field_validator
+from pydantic import Field, field_validator
 
-from pipelines.stage import StageConfig
+from pipelines.stage import ExternalFile, StageConfig
 from stages.clean.normalise import KEEP_PUNCT
 
 PII_TYPES = ("email", "id_card", "bank_card", "phone", "ipv4", "ipv6")
@@ -48,7 +48,7 @@ class CleanConfig(StageConfig):
     max_kana_share: Optional[float] = Field(0.2, ge=0, le=1, description="kana among ideographs+kana+hangul "
                                             "(Japanese prose 0.4-0.7, Chinese ~0)")
     max_hangul_share: Optional[float] = Field(0.2, ge=0, le=1, description="hangul among ideographs+kana+hangul")
-    langid_model: Optional[FilePath] = Field(None, description="optional fastText language-ID model "
+    langid_model: Optional[ExternalFile] = Field(None, description="optional fastText language-ID model "
                                              "(lid.176.bin, GlotLID); without it the script rules decide")
     langid_labels: list[str] = Field(["__label__zh", "__label__cmn_Hani", "__label__zho_Hani"],
                                      description="labels that count as Chinese")
@@ -74,7 +74,7 @@ class CleanConfig(StageConfig):
     min_unique_char_ratio: Optional[float] = Field(0.10, ge=0, le=1, description="MAP-CC > 0.1; averaged over 1 000-char "
                                                    "windows so long documents are not penalised")
     min_char_entropy: Optional[float] = Field(3.0, ge=0, description="MAP-CC unigram char entropy >= 3 bits")
-    sensitive_words: Optional[FilePath] = Field(None, description="UTF-8 file, one word per line (# comments)")
+    sensitive_words: Optional[ExternalFile] = Field(None, description="UTF-8 file, one word per line (# comments)")
     max_sensitive_per_line: Optional[float] = Field(0.5, ge=0, description="CWT: distinct hits per line > 0.5 drops")
     max_sensitive_per_doc: Optional[int] = Field(3, ge=0, description="Chinese C4: > 3 occurrences drops")
 

@@ -20,7 +20,7 @@ from collections import Counter
 
 import numpy as np
 
-from stages.clean.script import CJK, HANGUL, KANA, LETTER, class_table, codepoints
+from pipelines.text import CJK, HANGUL, KANA, LETTER, class_table, codepoints
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
 

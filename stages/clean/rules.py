@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from stages.clean.ngrams import char_stats, ngram_stats
-from stages.clean.script import CJK, DIGIT, HANGUL, KANA, LETTER, SPACE, SYMBOL, char_classes, codepoints
+from pipelines.text import CJK, DIGIT, HANGUL, KANA, LETTER, SPACE, SYMBOL, char_classes, codepoints
 
 Result = tuple[bool, str, float]
 # A line "ends a sentence" when its last character (after closing quotes/brackets) is one of these:

@@ -1,82 +1,20 @@
 """crawl: sources (HTTP seeds, WARC/WET files, local files) -> `docs` (primary), `log` (every URL's fate), `warc`.
 
 Run it as part of a pipeline (`zhgpt run configs/quickstart.yaml`); its tests are
-`.venv/bin/python -m pytest -q tests/stages/test_crawl*.py`. Importing this module is cheap: aiohttp, trafilatura,
-warcio and protego are imported inside the functions that need them.
+`.venv/bin/python -m pytest -q tests/stages/test_crawl*.py`. Importing this package is cheap (its config only);
+aiohttp, trafilatura, warcio and protego are imported inside the functions that need them.
 """
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
-from pipelines.stage import OutputSpec, StageContext, StageResult, StageSpec
+from pipelines.stage import OutputSpec, StageSpec
 from stages.crawl.config import CrawlConfig
-
-
-FATES = ["fetched", "no_text", "not_text", "not_html", "robots", "blocked", "error", "out_of_scope", "invalid",
-         "max_pages"]
-
-
-def provenance(path: Path) -> list[dict]:
-    """Rows of a package TSV (package, version, file, sha256): recorded in the manifest's `extra`."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        return [dict(zip(("package", "version", "file", "sha256"), row)) for row in csv.reader(fh, delimiter="\t")
-                if row]
-
-
-def _empty_docs(ctx: StageContext):
-    from pipelines.dataset import write_parquet
-    from stages.crawl.tables import DOCS_SCHEMA, LOG_SCHEMA, table_of
-
-    return (write_parquet(table_of([], DOCS_SCHEMA), ctx.out_dir, "docs/empty.parquet"),
-            write_parquet(table_of([], LOG_SCHEMA), ctx.out_dir, "log/empty.parquet"))
-
-
-def run(ctx: StageContext) -> StageResult:
-    from stages.crawl.seeds import run_seeds
-    from stages.crawl.sources import run_sources
-
-    outputs: dict[str, list] = {"docs": [], "log": [], "warc": []}
-    # Every fate has a metric, zero included, so MLflow's Compare view has no blanks between runs.
-    counts: dict[str, int] = dict.fromkeys(FATES, 0)
-    extra: dict = {"provenance": {}}
-    for i, src in enumerate(ctx.cfg.sources):
-        if src.provenance is not None:
-            extra["provenance"][src.name] = provenance(src.provenance)
-        shards, got = run_seeds(ctx, i, src) if src.type == "seeds" else run_sources(ctx, src)
-        for k, v in shards.items():
-            outputs[k].extend(v)
-        for k, v in got.items():
-            counts[k] = counts.get(k, 0) + v
-    if not outputs["docs"]:  # downstream stages read a schema even from an empty crawl
-        docs, log = _empty_docs(ctx)
-        outputs["docs"].append(docs)
-        outputs["log"] = outputs["log"] or [log]
-    stats = {f"urls_{k}": float(v) for k, v in sorted(counts.items())}
-    stats.update(docs=float(sum(s.rows for s in outputs["docs"])), log_rows=float(sum(s.rows for s in outputs["log"])),
-                 warc_bytes=float(sum(s.bytes for s in outputs["warc"])), sources=float(len(ctx.cfg.sources)))
-    return StageResult(outputs=outputs, stats=stats, extra=extra)
-
-
-def fingerprint(cfg: CrawlConfig) -> str:
-    """The provenance files' content joins the cache key: new package versions on the sample site mean a new crawl
-    (the served pages changed, though no config field did)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for src in cfg.sources:
-        if src.provenance is not None:
-            h.update(src.name.encode() + b"\0" + Path(src.provenance).read_bytes())
-    return h.hexdigest()
-
 
 SPEC = StageSpec(
     name="crawl",
     inputs=[],
     config_model=CrawlConfig,
     outputs=[OutputSpec("docs", "parquet", primary=True), OutputSpec("log", "parquet"), OutputSpec("warc", "file")],
-    run=run,
-    fingerprint=fingerprint,
+    run="stages.crawl.stage:run",
     libraries=["trafilatura", "charset-normalizer", "lxml", "warcio", "protego", "aiohttp"],
     headline=["docs", "urls_fetched", "urls_error"],
 )

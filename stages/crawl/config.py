@@ -8,9 +8,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.stage import StageConfig
+from pipelines.stage import ExternalFile, StageConfig
 
 _FORBID = ConfigDict(extra="forbid")
 # Links to these are not pages: skipping them saves a fetch each (images, archives, packages, PDFs).
@@ -28,7 +28,8 @@ class ExtractConfig(BaseModel):
 class _Source(BaseModel):
     model_config = _FORBID
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="carried by every doc as source_name")
-    provenance: Optional[FilePath] = Field(None, description="a TSV (package, version, file, sha256) recorded in the manifest")
+    provenance: Optional[ExternalFile] = Field(None, description="a TSV (package, version, file, sha256) recorded in "
+                                               "the manifest; its content joins the cache key")
 
 
 class SeedsSource(_Source):

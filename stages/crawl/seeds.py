@@ -12,14 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipelines.dataset import ShardInfo, adopt_file, doc_id, write_parquet
+from pipelines.faults import fault_point
 from stages.crawl.extract import process_html
 from stages.crawl.fetch import Fetcher
 from stages.crawl.frontier import CrawlState, Scope, advance, host_of, normalize_url, plan_round
 from stages.crawl.tables import DOCS_SCHEMA, LOG_SCHEMA, ParquetRows, table_of
 from stages.crawl.warc import WarcShard
-
-FAULT_ENV = "ZHGPT_CRAWL_FAULT"  # test hook: "round:N" raises after round N is checkpointed
-
 
 def _now(cfg) -> str:
     return cfg.fetched_at or datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -148,6 +146,5 @@ def run_seeds(ctx, idx: int, src) -> tuple[dict[str, list[ShardInfo]], dict[str,
                 state.shards[k].extend(infos)
         advance(state, results)
         _save_json(ckpt, state.to_dict())
-        if os.environ.get(FAULT_ENV) == f"round:{state.round - 1}":
-            raise RuntimeError(f"{FAULT_ENV}: injected failure after round {state.round - 1}")
+        fault_point("crawl.round", state.round - 1)  # test hook: after the round is checkpointed
     return {k: [ShardInfo(**d) for d in v] for k, v in state.shards.items()}, state.counts

@@ -1,15 +1,14 @@
-"""Arrow columns from numpy arrays and str lists, and Parquet reads, without loading pandas.
+"""Arrow columns from numpy arrays and str lists without loading pandas.
 
 pyarrow imports pandas (~0.45 CPU-s) the first time a process calls pa.array(), pa.table() on numpy or Python
-values, Array.to_numpy(), a compute function with a Python scalar (fill_null("")), pq.read_table(),
-Table.group_by() or Table.join(). Every fresh Ray worker would pay that once, so the dedupe tasks convert
+values, Array.to_numpy(), a compute function with a Python scalar (fill_null("")), pq.read_table() (shards are
+read with pipelines.io.read_table, which avoids it), Table.group_by() or Table.join(). Every fresh Ray worker would pay that once, so the dedupe tasks convert
 through buffers here instead. The values are the same as pa.array()'s and to_numpy()'s.
 """
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 
 def col(a: np.ndarray) -> pa.Array:
@@ -48,12 +47,3 @@ def strings(items: list[str], large: bool = False) -> pa.Array:
 def table(**cols) -> pa.Table:
     """pa.table() of named columns, numpy arrays converted by col()."""
     return pa.table({k: col(v) if isinstance(v, np.ndarray) else v for k, v in cols.items()})
-
-
-def read_table(path: str) -> pa.Table:
-    """One Parquet or Arrow IPC shard (what pipelines.dataset.read_shard reads, without pq.read_table)."""
-    if str(path).endswith(".arrow"):
-        with pa.memory_map(str(path)) as src:
-            return pa.ipc.open_file(src).read_all()
-    with pq.ParquetFile(str(path)) as f:
-        return f.read()

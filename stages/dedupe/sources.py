@@ -8,15 +8,14 @@ Run: through the stage; `against:` is tested by `.venv/bin/python -m pytest -q t
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.dataset import ContractError, StageData, doc_id, sha256_file
-from stages.dedupe.arrow import read_table
+from pipelines.dataset import ContractError, StageData, doc_id
+from pipelines.io import read_table
 
 ROW_BITS = 32
 
@@ -103,16 +102,3 @@ def _read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise ContractError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
     return rows
-
-
-def fingerprint(paths: list[Path]) -> str:
-    """A digest of the against sources (part of the cache key): output digests of stage dirs, file hashes."""
-    h = hashlib.sha256()
-    for p in paths:
-        if p.is_dir():
-            m = StageData.open(p).manifest
-            h.update(json.dumps(m.digests, sort_keys=True).encode())
-        else:
-            h.update(sha256_file(p).encode())
-        h.update(b"\n")
-    return h.hexdigest() if paths else ""

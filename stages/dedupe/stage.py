@@ -15,7 +15,8 @@ import pyarrow as pa
 from pipelines.dataset import write_parquet
 from pipelines.stage import StageContext, StageResult
 from stages.dedupe import cctasks, tasks
-from stages.dedupe.arrow import col, nd, read_table, strings
+from pipelines.io import read_table
+from stages.dedupe.arrow import col, nd, strings
 from stages.dedupe.components import combine_digests
 from stages.dedupe.report import write_clusters_html
 from stages.dedupe.sources import against_sources, check_source, gid_row, gid_source, input_sources

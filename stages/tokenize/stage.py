@@ -124,20 +124,7 @@ def largest_first(ctx: StageContext, fn, jobs: list[tuple], sizes: list[int], **
     return out
 
 
-def task_cause(exc: BaseException) -> BaseException:
-    """The exception a Ray task raised, not Ray's wrapper (whose first line is the task name, not the reason)."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, Exception) else exc
-
-
-def run_stage(ctx: StageContext) -> StageResult:
-    try:
-        return _run(ctx)
-    except Exception as exc:
-        raise task_cause(exc) from None
-
-
-def _run(ctx: StageContext) -> StageResult:
+def run(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg
     model, digest = tokenizer_model(ctx)
     facts, is_byte = model_facts(model)

@@ -1,4 +1,4 @@
-"""Training a SentencePiece model from document shards: pure helpers plus the stage's thin run().
+"""Training a SentencePiece model from document shards: pure helpers (the stage's run() is in stage.py).
 
 Try it alone: `.venv/bin/python -m pytest -q tests/stages/test_tokenizer.py`.
 """
@@ -7,13 +7,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pyarrow.parquet as pq
 
 from pipelines.dataset import ShardInfo, write_file
-from pipelines.stage import StageContext, StageResult
 
 MODEL = "model/tokenizer.model"
 VOCAB = "model/tokenizer.vocab"
@@ -154,26 +152,3 @@ def train_task(paths: list[str], cfg: Any, out_dir: str) -> tuple[list[ShardInfo
             raise ValueError("no text to train on: the dedupe output has no non-empty documents") from None
         raise
     return write_model(model, out_dir), counts
-
-
-def run_stage(ctx: StageContext) -> StageResult:
-    cfg = ctx.cfg
-    if cfg.model_path is not None:
-        model = Path(cfg.model_path).read_bytes()
-        shards, counts = write_model(model, str(ctx.out_dir)), {}
-        ctx.log(f"pinned {cfg.model_path} ({len(model)} bytes); nothing trained")
-    else:
-        import ray
-
-        paths = [str(p) for p in ctx.upstream["dedupe"].paths("docs")]
-        cpus = min(cfg.num_threads, int(ray.cluster_resources().get("CPU", 1)))  # never ask for more than exists
-        try:
-            [(shards, counts)] = ctx.map(train_task, [(paths, cfg, str(ctx.out_dir))], num_cpus=max(1, cpus))
-        except Exception as exc:  # re-raise what the task raised, not Ray's wrapper (its first line is the task)
-            cause = getattr(exc, "cause", None)
-            raise (cause if isinstance(cause, Exception) else exc) from None
-    facts = describe((ctx.out_dir / MODEL).read_bytes())
-    stats = {"vocab_size": facts["vocab_size"], "pinned": int(cfg.model_path is not None), **counts}
-    extra = {**facts, "model_type": cfg.model_type if cfg.model_path is None else "pinned",
-             "byte_fallback": facts["byte_pieces"] > 0, "pinned": cfg.model_path is not None}
-    return StageResult(outputs={"model": shards}, stats=stats, extra=extra, artifacts=[MODEL, VOCAB])

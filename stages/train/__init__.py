@@ -6,12 +6,12 @@ Resume state (Ray Train's storage_path/name) lives in `.partial/`; re-running th
 latest checkpoint, even with another worker count or micro-batch split.
 
 Run: `zhgpt run configs/quickstart.yaml` (the `train:` section), or in tests through tests/helpers.run_stage.
-Import is cheap: torch, Ray and MLflow are imported inside run(); pydantic only when SPEC / TrainConfig is
+Import is cheap: torch, Ray and MLflow are imported inside the driver; pydantic only when SPEC / TrainConfig is
 used (PEP 562 lazy attributes), so `stages.train.model` and `.step` need nothing but torch.
 """
 from __future__ import annotations
 
-_LAZY = ("SPEC", "TrainConfig", "fingerprint", "run", "DEFAULT_PROMPTS")
+_LAZY = ("SPEC", "TrainConfig", "DEFAULT_PROMPTS")
 
 
 def __getattr__(name: str):

@@ -142,6 +142,7 @@ def unigram_bpb(val: TokenRows, bpi: list[float], rows: int) -> float:
 def loop_config(ctx: StageContext, info: TokenInfo, model: dict, bpi: list[float], workers: int) -> dict:
     import os
 
+    from pipelines.faults import ENV as FAULT_ENV
     from stages.train.model import GPTConfig
     from stages.train.parallel import default_parallel
 
@@ -159,7 +160,7 @@ def loop_config(ctx: StageContext, info: TokenInfo, model: dict, bpi: list[float
                 tracking_uri=ctx.tracking_uri, mlflow_run_id=ctx.mlflow_run_id, init_from=_init_dir(c.init_from),
                 compile=c.compile, activation_checkpointing=c.activation_checkpointing, torch_threads=threads,
                 parallel=c.parallel or default_parallel(GPTConfig(**model)),
-                kill_at=os.environ.get("ZHGPT_TRAIN_KILL"), kill_marker=str(ctx.partial_dir / "kill-marker"))
+                fault=os.environ.get(FAULT_ENV), fault_marker=str(ctx.partial_dir / "fault-marker"))
 
 
 def ctx_cpus() -> int:

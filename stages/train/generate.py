@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.text import cjk_fraction  # noqa: F401 (the train stage measures its samples with it)
 from stages.train.model import GPT, GPTConfig
 
 
@@ -64,16 +65,6 @@ def load_model(path: Path, device: str = "cpu") -> tuple[GPT, dict]:
     state = torch.load(d / "state.pt", map_location=device, weights_only=True)
     model.load_state_dict(state["model"])
     return model.to(device), meta
-
-
-def cjk_fraction(text: str) -> float:
-    """Share of non-space characters that are CJK ideographs or CJK punctuation/full-width forms."""
-    chars = [c for c in text if not c.isspace()]
-    if not chars:
-        return 0.0
-    cjk = sum(1 for c in chars if "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" or "\u3000" <= c <= "\u303f"
-              or "\uff00" <= c <= "\uffef" or "\U00020000" <= c <= "\U0002a6df")
-    return cjk / len(chars)
 
 
 def generate_texts(model: GPT, sp, prompt: str, n: int, max_new_tokens: int, temperature: float, seed: int,

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import queue
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.faults import ENV as FAULT_ENV
+from pipelines.faults import fault_point
 from stages.train.data import GlobalOrder, TokenRows, rank_slice
 from stages.train.model import GPTConfig, flops_per_token
 from stages.train.parallel import build_model, full_state, load_full_state
@@ -67,8 +68,8 @@ class LoopConfig:
     activation_checkpointing: bool = False
     parallel: str = "ddp"  # "ddp" | "fsdp" (FSDP2 fully_shard per block, then the root); only matters at world > 1
     torch_threads: int | None = None
-    kill_at: str | None = None  # test hook "rank:step": SIGKILL that rank once, before that step
-    kill_marker: str | None = None
+    fault: str | None = None  # the driver's ZHGPT_FAULT (Ray Train V2 passes workers no environment)
+    fault_marker: str | None = None
 
 
 class Trainer:
@@ -214,14 +215,11 @@ class Trainer:
         self.seen = np.array(meta.get("seen_per_source") or self.seen, dtype=np.int64)
 
     def maybe_kill(self) -> None:
-        """Fault injection at a known point: `kill_at = "rank:step"`, once (a marker file records it)."""
-        if not self.cfg.kill_at:
-            return
-        rank, step = map(int, self.cfg.kill_at.split(":"))
-        marker = Path(self.cfg.kill_marker or "kill-marker")
-        if rank == self.rank and step == self.step and not marker.exists():
-            marker.write_text(f"killed rank {rank} before step {step}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
+        """Fault injection at a known point: ZHGPT_FAULT=train.rank<R>@<step> SIGKILLs rank R before that step,
+        once (the marker file records it, so the restarted worker carries on)."""
+        if self.cfg.fault:
+            os.environ[FAULT_ENV] = self.cfg.fault
+            fault_point(f"train.rank{self.rank}", self.step, self.cfg.fault_marker or "fault-marker")
 
     def run(self, until: int | None = None, on_step=None) -> list[float]:
         """Train to step `until` (default max_steps); on_step(trainer, metrics) after each step."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, FilePath, field_validator
+from pydantic import Field, field_validator
 
-from pipelines.stage import OutputSpec, StageConfig, StageContext, StageResult, StageSpec
+from pipelines.stage import ExternalFile, ExternalPath, OutputSpec, StageConfig, StageSpec
 
 # Openings of ordinary Chinese prose: prompts naming a program or the command line pull a small model towards
 # the Latin-script text it saw beside them (measured: samples 65% CJK with such prompts, 71% with these).
@@ -38,12 +38,12 @@ class TrainConfig(StageConfig):
                                   "(2.0 = twice as often, 0.5 = a seeded half); unlisted sources weigh 1.0")
     eval_every: Optional[int] = Field(100, ge=1, description="validation every N steps (and at the end)")
     eval_tokens: int = Field(32768, ge=1, description="fixed number of validation tokens per eval set")
-    eval_sets: dict[str, FilePath] = Field(default_factory=dict, description="fixed corpora (UTF-8 .txt, or "
+    eval_sets: dict[str, ExternalFile] = Field(default_factory=dict, description="fixed corpora (UTF-8 .txt, or "
                                            ".parquet with a text column) tokenized with the run's tokenizer")
     checkpoint_every: Optional[int] = Field(100, ge=1, description="checkpoint every N steps (and at the end)")
     keep_checkpoints: int = Field(2, ge=1)
-    init_from: Optional[str] = Field(None, description="a checkpoint dir (or its state.pt) to start "
-                                                "from with a new schedule")
+    init_from: Optional[ExternalPath] = Field(None, description="a checkpoint dir (or its state.pt) to "
+                                                     "start from with a new schedule")
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS))
     sample_tokens: int = Field(64, ge=1)
     sample_draws: int = Field(16, ge=1, le=256, description="samples per prompt, drawn as one batch seeded by the "
@@ -68,32 +68,9 @@ class TrainConfig(StageConfig):
     @field_validator("init_from")
     @classmethod
     def _init_exists(cls, v):
-        from pathlib import Path
-
-        if v is not None and not Path(v).exists():
+        if v is not None and not v.exists():
             raise ValueError(f"no checkpoint at {v}")
         return v
-
-
-def fingerprint(cfg: TrainConfig) -> str:
-    """External inputs in the cache key: eval corpora by content, init_from by its checkpoint's meta.json."""
-    import hashlib
-    from pathlib import Path
-
-    h = hashlib.sha256()
-    for name, path in sorted(cfg.eval_sets.items()):
-        h.update(name.encode() + b"\0" + Path(path).read_bytes())
-    if cfg.init_from:
-        p = Path(cfg.init_from)
-        meta = (p if p.is_dir() else p.parent) / "meta.json"
-        h.update(meta.read_bytes() if meta.is_file() else str(p.resolve()).encode())
-    return h.hexdigest()
-
-
-def run(ctx: StageContext) -> StageResult:
-    from stages.train.driver import run_train
-
-    return run_train(ctx)
 
 
 SPEC = StageSpec(
@@ -101,8 +78,7 @@ SPEC = StageSpec(
     inputs=["tokenize"],
     config_model=TrainConfig,
     outputs=[OutputSpec("checkpoints", "file", primary=True), OutputSpec("export", "file")],
-    run=run,
-    fingerprint=fingerprint,
+    run="stages.train.driver:run_train",
     libraries=["torch", "numpy", "sentencepiece"],
     headline=["final_loss", "val_bpb", "unigram_bpb", "bpb_ratio", "cjk_fraction", "tokens_per_s"],
 )

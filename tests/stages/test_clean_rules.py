@@ -13,7 +13,8 @@ from stages.clean.core import Cleaner
 from stages.clean.lines import filter_lines, line_cjk_ratios
 from stages.clean.normalise import is_boilerplate, normalise
 from stages.clean.pii import id_checksum_ok, luhn_ok, mask_pii
-from stages.clean.script import CJK, KANA, char_classes, script_share, traditional_fraction
+from pipelines.text import CJK, KANA, char_classes
+from stages.clean.script import script_share, traditional_fraction
 from tests.realtext import sample_docs
 
 # Hand-written prose (mine), ~240 characters, used as the "good text" side of each rule.

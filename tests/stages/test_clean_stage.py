@@ -18,10 +18,9 @@ from pydantic import ValidationError
 
 from pipelines.config import format_validation
 from pipelines.dataset import DOC_SCHEMA
-from stages.clean import fingerprint
 from stages.clean.config import CleanConfig
 from stages.clean.core import REJECT_SCHEMA, clean_table
-from stages.clean.run import summarise
+from stages.clean.stage import summarise
 from tests.helpers import docs_table, make_stage_data, run_stage
 from tests.realtext import sample_docs
 from tests.stages.test_clean_rules import PROSE
@@ -138,7 +137,7 @@ def test_langid_model_rejects_other_languages(tiny_langid):
     assert docs.num_rows == 1 and docs.column("text")[0].as_py().startswith("今天下午")
     r = rejects.to_pylist()[0]
     assert r["rule"] == "langid" and r["value"] < 0.5 and r["threshold"] == 0.5
-    assert fingerprint(cfg) != fingerprint(CleanConfig())  # the model's bytes are part of the cache key
+    assert cfg.external_digest() != CleanConfig().external_digest()  # the model's bytes are part of the cache key
 
 
 def test_sensitive_words(tmp_path):

@@ -230,11 +230,11 @@ def test_resume_after_failure_refetches_nothing(faq_hosts, ray_session, tmp_path
     cfg.sources[0].allow_private = ["127.0.0.0/8"]
     for s in faq_hosts:
         s.hits.clear()
-    monkeypatch.setenv("ZHGPT_CRAWL_FAULT", "round:0")
-    with pytest.raises(RuntimeError, match="after round 0"):
+    monkeypatch.setenv("ZHGPT_FAULT", "crawl.round@0:raise")
+    with pytest.raises(RuntimeError, match="crawl.round@0"):
         run_stage("crawl", cfg, {}, tmp_path / "c", workers=2)
     assert (tmp_path / "c/.partial/t/state.json").exists()
-    monkeypatch.delenv("ZHGPT_CRAWL_FAULT")
+    monkeypatch.delenv("ZHGPT_FAULT")
     _, out = run_stage("crawl", cfg, {}, tmp_path / "c", workers=2)
     pages = [ts for s in faq_hosts for p, ts in s.hits.items() if p != "/robots.txt"]
     assert len(pages) == 3 * 17 and all(len(ts) == 1 for ts in pages)  # nothing fetched twice

@@ -213,13 +213,13 @@ def test_link_fast_path_agrees_with_normalize_url():
 
 
 def test_provenance_file_is_part_of_the_cache_key(tmp_path):
-    from stages.crawl import fingerprint, provenance
+    from stages.crawl.stage import provenance
 
     tsv = tmp_path / "packages.tsv"
     tsv.write_text("debian-faq-zh-cn\t11.1\tdebian-faq-zh-cn_11.1_all.deb\t" + "a" * 64 + "\n")
     cfg = CrawlConfig(sources=[{"name": "s", "type": "warc", "paths": ["x"], "provenance": str(tsv)}])
-    before = fingerprint(cfg)
+    before = cfg.external_digest()
     assert provenance(tsv) == [{"package": "debian-faq-zh-cn", "version": "11.1",
                                 "file": "debian-faq-zh-cn_11.1_all.deb", "sha256": "a" * 64}]
     tsv.write_text(tsv.read_text().replace("11.1", "11.2"))
-    assert fingerprint(cfg) != before
+    assert cfg.external_digest() != before

@@ -119,7 +119,8 @@ def test_arrow_helpers_equal_pyarrow_and_refuse_nulls(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from stages.dedupe.arrow import col, nd, read_table, strings
+    from pipelines.io import read_table
+    from stages.dedupe.arrow import col, nd, strings
 
     for a in (np.arange(10, dtype=np.int64)[3:9], np.array([1, 0, 1, 1, 0, 0, 1, 1, 1], bool)[2:], np.zeros(0, bool),
               np.arange(6, dtype=np.uint32)[::2], np.array([0.5, 0.8])):

@@ -47,9 +47,9 @@ def test_fit_survives_a_killed_worker_and_resumes_on_fewer_workers(ray_session, 
                                                                    monkeypatch):
     uri, client, run_id = mlflow_run
     out = tmp_path / "work" / "train" / "key1"
-    monkeypatch.setenv("ZHGPT_TRAIN_KILL", "1:3")  # SIGKILL rank 1 before step 3 (after the step-2 checkpoint)
-    result = registry()["train"].run(context(out, tokenized, cfg(), uri, run_id))
-    assert (out / ".partial" / "kill-marker").exists()  # the worker really died
+    monkeypatch.setenv("ZHGPT_FAULT", "train.rank1@3")  # SIGKILL rank 1 before step 3 (after the step-2 checkpoint)
+    result = registry()["train"].run_fn()(context(out, tokenized, cfg(), uri, run_id))
+    assert (out / ".partial" / "fault-marker").exists()  # the worker really died
     assert sorted(p.name for p in (out / ".partial" / "ray").glob("step_*")) == ["step_00000004", "step_00000006"]
     meta = json.loads((out / "checkpoints" / "meta.json").read_text())
     assert meta["step"] == 6 and meta["mlflow_run_id"] == run_id and sum(meta["seen_per_source"]) == 6 * 8
@@ -64,9 +64,9 @@ def test_fit_survives_a_killed_worker_and_resumes_on_fewer_workers(ray_session, 
     assert eval_in == []  # no eval_sets configured here
 
     # re-running with more steps on 1 worker continues the same run from the step-6 checkpoint
-    monkeypatch.delenv("ZHGPT_TRAIN_KILL")
+    monkeypatch.delenv("ZHGPT_FAULT")
     before = torch.load(out / "checkpoints" / "state.pt", weights_only=True)["model"]["norm.weight"].clone()
-    result2 = registry()["train"].run(context(out, tokenized, cfg(max_steps=8, num_workers=1), uri, "other-run"))
+    result2 = registry()["train"].run_fn()(context(out, tokenized, cfg(max_steps=8, num_workers=1), uri, "other-run"))
     meta2 = json.loads((out / "checkpoints" / "meta.json").read_text())
     assert meta2["step"] == 8 and sum(meta2["seen_per_source"]) == 8 * 8
     assert meta2["mlflow_run_id"] == run_id  # the run id kept in the checkpoint wins over the new child run
@@ -76,7 +76,7 @@ def test_fit_survives_a_killed_worker_and_resumes_on_fewer_workers(ray_session, 
 
 
 def run_bad(tmp_path, tok, c, fresh=False):
-    return registry()["train"].run(context(tmp_path / "work" / "train" / "bad", tok, c, fresh=fresh))
+    return registry()["train"].run_fn()(context(tmp_path / "work" / "train" / "bad", tok, c, fresh=fresh))
 
 
 def test_preset_that_does_not_fit_is_one_line(tmp_path, tokenized):
@@ -161,8 +161,6 @@ def test_config_is_typed_and_exec_fields_stay_out_of_the_key():
     a, b = cfg(num_workers=1, micro_batch=None), cfg(num_workers=2, micro_batch=2, use_gpu=True, torch_threads=2)
     assert a.key_dict() == b.key_dict()
     assert cfg(max_steps=7).key_dict() != a.key_dict()
-    from stages.train import fingerprint
-
-    assert fingerprint(a) == fingerprint(b)
+    assert a.external_digest() == b.external_digest()
     with pytest.raises(ValueError, match="no checkpoint at"):
         cfg(init_from="/nonexistent/ckpt")

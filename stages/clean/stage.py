@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from pipelines.dataset import ShardInfo, read_shard, write_file, write_parquet
+from pipelines.dataset import ShardInfo, write_file, write_parquet
+from pipelines.io import read_docs
 from pipelines.stage import StageContext, StageResult
 from stages.clean.config import CleanConfig
 from stages.clean.core import Cleaner, clean_table, line_filter_on, rule_names
@@ -15,7 +16,7 @@ from stages.clean.core import Cleaner, clean_table, line_filter_on, rule_names
 
 def clean_shard(i: int, path: str, cfg: CleanConfig, out_dir: str) -> tuple[ShardInfo, ShardInfo, dict]:
     """Clean one input shard; output names follow the input's index, so any worker count writes the same files."""
-    docs, rejects, stats = clean_table(read_shard(path), cfg, Cleaner(cfg))
+    docs, rejects, stats = clean_table(read_docs(path), cfg, Cleaner(cfg))
     return (write_parquet(docs, out_dir, f"docs/part-{i:05d}.parquet"),
             write_parquet(rejects, out_dir, f"rejects/part-{i:05d}.parquet"), stats)
 
