@@ -1,15 +1,27 @@
 """Decode a fetched page to text: the classic Chinese-web failure, handled in one pure function.
 
-Order: BOM (unambiguous, so it wins as in the WHATWG spec), then the HTTP header charset, then `<meta charset>`,
-then detection (charset-normalizer). A legacy declaration (gbk, big5, ...) is cross-checked: Big5 bytes decode as
-gb18030 without a single error, so "no errors" proves nothing; charset-normalizer rejects the declared codec
-when its text is implausible, and a confident, clean detection then wins. Undecodable bytes are counted.
+Order: a BOM wins (unambiguous, as in the WHATWG spec). Valid UTF-8 with enough multi-byte sequences is taken at
+once (the common case: one strict decode). Otherwise every declared codec (HTTP header, <meta>, <?xml?>) and
+UTF-8, GB18030 and Big5-HKSCS are decoded strictly and each text is scored by how likely it is as Chinese web
+text (hanzi.py's frequencies; rare hanzi, kana, C1 controls, private-use characters and Latin mojibake runs cost
+more); the cheapest wins, a declared codec with a head start. "No errors" proves little: Big5 bytes decode as
+GB18030 without one, and GBK bytes as mac-latin2 or cp1250.
 
-    .venv/bin/python -c "from stages.crawl.encoding import decode; print(decode(b'\\xc4\\xe3\\xba\\xc3', 'text/html; charset=gbk'))"
+charset-normalizer is asked only when none of those candidates gives plausible text (Japanese, Korean, Cyrillic
+or European pages), and its answer is scored like the others. It is not asked first because on Chinese pages
+its first guess was wrong for 40% of undeclared GBK pages (bench/crawl.py): it judges how chaotic a text looks,
+not whether it is Chinese, so a mostly-ASCII page with a few GBK hanzi came back as mac-latin2 or cp1250
+(`提示` -> `´ŁĄÜ`), and 2 hanzi of GBK as Big5 gibberish.
+
+A page is refused (`refused` says why; the crawl logs it as `undecodable` and keeps its bytes in the WARC) when
+more than 0.1% of its characters are U+FFFD after the best decoding, or when even the best text is garbage.
+
+    .venv/bin/python -c "from stages.crawl.encoding import decode; print(decode(b'\\xcc\\xe1\\xca\\xbe'))"
 """
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from dataclasses import dataclass
 
@@ -19,24 +31,39 @@ ALIASES = {
     **dict.fromkeys(["gb2312", "gbk", "x-gbk", "chinese", "csgb2312", "iso-ir-58", "gb_2312-80", "gb_2312", "cp936",
                      "ms936", "windows-936", "gb18030", "euc-cn", "hz-gb-2312"], "gb18030"),
     **dict.fromkeys(["big5", "big5-hkscs", "big5hkscs", "cn-big5", "x-x-big5", "csbig5", "cp950", "x-big5"], "big5hkscs"),
-    **dict.fromkeys(["utf-8", "utf8", "unicode-1-1-utf-8", "unicode20utf8", "x-unicode20utf8"], "utf-8"),
+    **dict.fromkeys(["utf-8", "utf8", "utf_8", "unicode-1-1-utf-8", "unicode20utf8", "x-unicode20utf8"], "utf-8"),
     # WHATWG: latin1 and ascii labels mean windows-1252.
     **dict.fromkeys(["iso-8859-1", "latin1", "latin-1", "ascii", "us-ascii", "l1", "cp1252", "windows-1252"], "cp1252"),
 }
 BOMS = [(codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
-_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.I)
-_META = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([\w.:-]+)", re.I)
+CHINESE = ("utf-8", "gb18030", "big5hkscs")
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
+_META = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([\w.:-]+)", re.IGNORECASE)
+_XML = re.compile(rb"<\?xml[^>]+encoding\s*=\s*[\"']([\w.:-]+)", re.IGNORECASE)
 # WHATWG prescans 1024 bytes; Chinese portals often put <meta> after long inline scripts, so look further.
 META_WINDOW = 4096
+# Valid UTF-8 with this many continuation bytes is taken without scoring: a GBK or Big5 text is valid UTF-8 only by
+# chance, about 1 in 7 per hanzi, so 200 bytes (~100 hanzi) of luck do not happen; fewer are scored like the rest.
+UTF8_SURE = 200
+DECLARED_BITS = 8.0  # a declared codec's head start: it must lose by 8 bits (256x less likely text) to be overruled
+# UTF-8's head start when undeclared: ~98% of web pages are UTF-8, and the table knows nothing of European text,
+# so `Größe` (4 Latin letters) would otherwise lose to 3 rare hanzi.
+UTF8_BITS = 6.0
+MAX_REPLACED = 0.001  # above this share of U+FFFD the page is refused
+GARBAGE_BITS = 17.0  # mean bits per non-ASCII character above which even the best decoding is garbage...
+GARBAGE_MIN = 8  # ...when it has at least this many non-ASCII characters (2 rare words are not proof)
+PLAUSIBLE_BITS = 14.0  # a best Chinese candidate above this mean lets charset-normalizer propose one more codec
 
 
 @dataclass(frozen=True)
 class Decoded:
     text: str
     encoding: str  # the Python codec used
-    source: str  # bom | header | meta | detected | default
-    errors: int  # undecodable byte sequences (each became U+FFFD)
+    source: str  # bom | header | meta | detected
+    errors: int  # U+FFFD characters in the text (undecodable byte sequences, or ones the page already had)
+    confidence: float | None = None  # when detected: the chosen codec's share of the candidates' likelihood
     declared: str | None = None  # what the page claimed, when detection overruled it
+    refused: str = ""  # why the text is not usable ("" = usable)
 
 
 def normalize_label(label: str | None) -> str | None:
@@ -59,72 +86,128 @@ def header_charset(content_type: str | None) -> str | None:
 
 
 def meta_charset(body: bytes) -> str | None:
-    m = _META.search(body[:META_WINDOW])
+    """<meta charset>, <meta http-equiv content="...; charset=">, or failing those <?xml encoding=?>."""
+    m = _META.search(body[:META_WINDOW]) or _XML.match(body)
     return normalize_label(m.group(1).decode("ascii", "replace")) if m else None
 
 
-def _decode(body: bytes, enc: str) -> tuple[str, int]:
-    text = body.decode(enc, "replace")
-    return text, text.count("\ufffd")
+def decode(body: bytes, content_type: str | None = None) -> Decoded:
+    for bom, enc in BOMS:
+        if body.startswith(bom):
+            text = body[len(bom):].decode(enc, "replace")
+            return _checked(Decoded(text, enc, "bom", text.count("\ufffd")))
+    header, meta = header_charset(content_type), meta_charset(body)
+    source = "header" if header else "meta" if meta else "detected"
+    if (header or meta) in (None, "utf-8"):  # the fast path: one strict decode
+        text = _strict(body, "utf-8")
+        if text is not None and (len(body) == len(text) or len(body) - len(text) >= UTF8_SURE):
+            conf = 1.0 if source == "detected" else None
+            return _checked(Decoded(text, "utf-8", source, text.count("\ufffd"), conf))
+    return _choose(body, header, meta)
 
 
-def _plausible(body: bytes, enc: str) -> bool:
-    """charset-normalizer's judgement of the declared codec (it returns nothing for gibberish)."""
-    from charset_normalizer import from_bytes
+def _strict(body: bytes, enc: str) -> str | None:
+    try:
+        return body.decode(enc)
+    except UnicodeDecodeError:
+        return None
 
-    return from_bytes(body, cp_isolation=[enc]).best() is not None
+
+def _choose(body: bytes, header: str | None, meta: str | None) -> Decoded:
+    """The cheapest text (fewest bits) among the strict decodings of the declared codecs and the Chinese ones."""
+    declared = [e for e in (header, meta) if e]
+
+    def head_start(enc: str) -> float:
+        return DECLARED_BITS if enc in declared else UTF8_BITS if enc == "utf-8" else 0.0
+
+    scored = {e: _scored(t, head_start(e)) for e in dict.fromkeys(declared + list(CHINESE))
+              if (t := _strict(body, e)) is not None}
+    if not scored or min(scored.values())[2] > PLAUSIBLE_BITS:  # not Chinese: cp1252 (WHATWG's default) and
+        for enc in (_normalizer_guess(body), "cp1252"):  # charset-normalizer's guess join the candidates
+            if enc and enc not in scored and (t := _strict(body, enc)) is not None:
+                scored[enc] = _scored(t, head_start(enc))
+    if not scored:  # nothing decodes strictly: the least damaged text, whose U+FFFD are counted
+        scored = {e: _scored(body.decode(e, "replace"), head_start(e)) for e in dict.fromkeys(declared + list(CHINESE))}
+    best = min(scored, key=lambda e: scored[e][0])
+    bits, text, mean, nonascii = scored[best]
+    if best in declared:
+        dec = Decoded(text, best, "header" if best == header else "meta", text.count("\ufffd"))
+    else:
+        conf = 1 / sum(2 ** (bits - s[0]) for s in scored.values())
+        dec = Decoded(text, best, "detected", text.count("\ufffd"), round(conf, 4), header or meta)
+    if nonascii >= GARBAGE_MIN and mean > GARBAGE_BITS:
+        return _refuse(dec, f"no codec gives plausible text (best {best}: {mean:.1f} bits per non-ASCII "
+                            f"character > {GARBAGE_BITS:g})")
+    return _checked(dec)
 
 
-def detect(body: bytes) -> str | None:
+def _normalizer_guess(body: bytes) -> str | None:
     from charset_normalizer import from_bytes
 
     best = from_bytes(body).best()
     return normalize_label(best.encoding) if best else None
 
 
-def decode(body: bytes, content_type: str | None = None) -> Decoded:
-    for bom, enc in BOMS:
-        if body.startswith(bom):
-            text, bad = _decode(body[len(bom):], enc)
-            return Decoded(text, enc, "bom", bad)
-    declared, source = header_charset(content_type), "header"
-    if declared is None:
-        declared, source = meta_charset(body), "meta"
-    if declared is None:
-        return _undeclared(body)
-    text, bad = _decode(body, declared)
-    if declared == "utf-8" and bad == 0:
-        return Decoded(text, declared, source, 0)  # the common case: no detection cost
-    if bad == 0 and body.isascii():
-        return Decoded(text, declared, source, 0)
-    if bad == 0 and _plausible(body, declared):
-        return Decoded(text, declared, source, 0)
-    if 0 < bad * 200 < len(text):  # under 0.5% broken: a damaged page in the right codec, not a wrong label
-        return Decoded(text, declared, source, bad)
-    found = _utf8_or_detect(body)
-    if found and found != declared:
-        alt, alt_bad = _decode(body, found)
-        if alt_bad < bad or (alt_bad == 0 and bad == 0):
-            return Decoded(alt, found, "detected", alt_bad, declared)
-    return Decoded(text, declared, source, bad)
+def _checked(dec: Decoded) -> Decoded:
+    share = dec.errors / max(1, len(dec.text))
+    if share > MAX_REPLACED:
+        return _refuse(dec, f"{dec.errors} U+FFFD in {len(dec.text)} characters ({share:.2%} > {MAX_REPLACED:.1%}) "
+                            f"decoding as {dec.encoding}")
+    return dec
 
 
-def _utf8_or_detect(body: bytes) -> str | None:
-    # Valid non-ASCII UTF-8 is almost never meant as a legacy CJK codec, and checking it is ~100x cheaper.
-    try:
-        body.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError:
-        return detect(body)
+def _refuse(dec: Decoded, why: str) -> Decoded:
+    return Decoded(dec.text, dec.encoding, dec.source, dec.errors, dec.confidence, dec.declared, why)
 
 
-def _undeclared(body: bytes) -> Decoded:
-    found = _utf8_or_detect(body)
-    if found is None:
-        text, bad = _decode(body, "utf-8")
-        return Decoded(text, "utf-8", "default", bad)
-    text, bad = _decode(body, found)
-    return Decoded(text, found, "detected", bad)
+# -- how likely a text is as Chinese web text ------------------------------------------------------------------
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+ASCII_BITS = 6.0  # every candidate pays for its ASCII too: a codec that swallows ASCII bytes into hanzi gains little
+# Surcharge on a Latin-1/Latin-extended character in a run of 3+ non-ASCII characters: 2 hanzi of GBK read as cp1250
+# are 4 (`ĚáĘľ`), while European words rarely have 3 accented letters in a row (`Größe` has 2).
+LATIN_RUN_BITS = 8.0
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> dict[str, float]:
+    from stages.crawl.hanzi import TABLE
+
+    return {ch: float(b) for b, chars in TABLE.items() for ch in chars}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _char_bits(c: str) -> float:
+    """hanzi.py's cost, or one by Unicode block for characters the table does not hold."""
+    if c in _table():
+        return _table()[c]
+    o = ord(c)
+    if o == 0xFFFD or 0x80 <= o <= 0x9F or 0xE000 <= o <= 0xF8FF or o >= 0xF0000:
+        bits = 30.0  # replacement, C1 control, private use: almost never meant
+    elif 0x4E00 <= o <= 0x9FFF:
+        bits = 20.0  # a hanzi seen fewer than ~3 times in the table's 600k characters
+    elif 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF or o >= 0x20000:
+        bits = 24.0  # extension A, compatibility ideographs, supplementary planes: rare
+    elif o <= 0x36F:
+        bits = 14.0  # an accented Latin letter or a symbol: plausible alone between ASCII letters
+    elif 0x370 <= o <= 0x1FFF or 0x3040 <= o <= 0x31FF or 0xAC00 <= o <= 0xD7AF:
+        bits = 16.0  # another script (Greek, Cyrillic, kana, Hangul, ...): a real page, but not a Chinese one
+    else:
+        bits = 18.0  # other symbols
+    return bits
+
+
+def _scored(text: str, head_start: float) -> tuple[float, str, float, int]:
+    """(total bits less the codec's head start, text, mean bits per non-ASCII character, non-ASCII characters)."""
+    from collections import Counter
+
+    runs = _NON_ASCII.findall(text)
+    joined = "".join(runs)
+    bits = sum(_char_bits(c) * k for c, k in Counter(joined).items())
+    runs3 = Counter("".join(r for r in runs if len(r) > 2))
+    bits += LATIN_RUN_BITS * sum(k for c, k in runs3.items() if ord(c) <= 0x36F and c not in _table())
+    mean = bits / len(joined) if joined else 0.0
+    return bits + ASCII_BITS * (len(text) - len(joined)) - head_start, text, mean, len(joined)
 
 
 def looks_binary(body: bytes) -> bool:

@@ -18,14 +18,21 @@ HTML_TYPES = ("text/html", "application/xhtml+xml", "")  # "" = no Content-Type:
 
 @dataclass
 class Page:
-    fate: str  # fetched | not_text | no_text
+    fate: str  # fetched | not_text | no_text | undecodable
     reason: str = ""
     title: str = ""
     text: str = ""
     encoding: str = ""
     charset_source: str = ""
+    charset_confidence: float | None = None
+    charset_declared: str | None = None
     undecodable: int = 0
     links: list[str] = field(default_factory=list)
+
+    def charset_columns(self) -> dict:
+        """How the page was decoded, as the docs and log tables name it (None where unknown)."""
+        return {"encoding": self.encoding or None, "charset_source": self.charset_source or None,
+                "charset_confidence": self.charset_confidence, "charset_declared": self.charset_declared}
 
 
 def is_html_type(content_type: str | None) -> bool:
@@ -37,9 +44,9 @@ def process_html(url: str, body: bytes, content_type: str | None, xcfg, want_lin
     if looks_binary(body):
         return Page("not_text", "binary content (NUL or control bytes in the first 1 KiB)")
     dec = decode(body, content_type)
-    meta = dict(encoding=dec.encoding, charset_source=dec.source, undecodable=dec.errors)
-    if dec.declared:
-        meta["charset_source"] = f"detected (declared {dec.declared})"
+    meta = _decoding(dec)
+    if dec.refused:
+        return Page("undecodable", dec.refused, **meta)
     tree = _parse(dec.text)
     if tree is None:
         return Page("no_text", "no HTML tree could be parsed", **meta)
@@ -49,7 +56,17 @@ def process_html(url: str, body: bytes, content_type: str | None, xcfg, want_lin
     if len(text) < xcfg.min_chars:
         return Page("no_text", f"extracted {len(text)} chars < min_chars {xcfg.min_chars}", title, text,
                     links=links, **meta)
-    return Page("fetched", "", title, text, links=links, **meta)
+    return Page("fetched", _kept_errors(dec), title, text, links=links, **meta)
+
+
+def _decoding(dec) -> dict:
+    return {"encoding": dec.encoding, "charset_source": dec.source, "charset_confidence": dec.confidence,
+            "charset_declared": dec.declared, "undecodable": dec.errors}
+
+
+def _kept_errors(dec) -> str:
+    """The log's note on a page kept with a few U+FFFD (at most encoding.MAX_REPLACED of its characters)."""
+    return f"{dec.errors} U+FFFD in {len(dec.text)} characters kept ({dec.encoding})" if dec.errors else ""
 
 
 def _parse(text: str):
@@ -110,6 +127,8 @@ def _main_text(tree, xcfg) -> str:
 def process_text(body: bytes, content_type: str | None) -> Page:
     """A plain-text payload (WET conversion records, .txt files)."""
     dec = decode(body, content_type)
+    if dec.refused:
+        return Page("undecodable", dec.refused, **_decoding(dec))
     text = dec.text.strip()
-    return Page("fetched" if text else "no_text", "" if text else "empty text", "", text, dec.encoding, dec.source,
-                dec.errors)
+    return Page("fetched" if text else "no_text", _kept_errors(dec) if text else "empty text", "", text,
+                **_decoding(dec))

@@ -58,8 +58,8 @@ class _Round:
         ctype = dict((k.lower(), v) for k, v in f.headers).get("content-type")
         offset = self.warc.write_response(f.final_url, f.status, f.reason_phrase, f.headers, f.body, now)
         page = process_html(f.final_url, f.body, ctype, self.cfg.extract)
-        row.update(fate=page.fate, reason=page.reason, encoding=page.encoding or None, bytes=len(f.body),
-                   charset_source=page.charset_source or None, warc_file=self.warc.rel, warc_offset=offset)
+        row.update(fate=page.fate, reason=page.reason, bytes=len(f.body), warc_file=self.warc.rel, warc_offset=offset,
+                   **page.charset_columns())
         for link in page.links:
             if link not in self.links or row["url"] < self.links[link]:
                 self.links[link] = row["url"]
@@ -68,8 +68,8 @@ class _Round:
         row["id"] = doc_id(f.final_url, page.text)
         self.docs.add({"id": row["id"], "source_name": self.src.name, "url": f.final_url,
                           "source": f"warc:{self.warc.rel}@{offset}", "fetched_at": now, "title": page.title,
-                          "text": page.text, "status": f.status, "encoding": page.encoding,
-                          "charset_source": page.charset_source, "undecodable": page.undecodable,
+                          "text": page.text, "status": f.status, "undecodable": page.undecodable,
+                          **page.charset_columns(),
                           "warc_file": self.warc.rel, "warc_offset": offset, "depth": self.rnd})
 
     def finish(self, out_dir: str) -> dict:

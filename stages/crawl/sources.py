@@ -73,21 +73,20 @@ def warc_file_task(src, xcfg, path: str, rel: str, out_dir: str, cwd: str) -> di
             continue
         page = (process_html(rec.url, rec.payload, rec.content_type, xcfg, want_links=False)
                 if rec.kind == "response" else process_text(rec.payload, "text/plain; charset=utf-8"))
-        log.update(fate=page.fate, reason=page.reason, encoding=page.encoding, charset_source=page.charset_source)
+        log.update(fate=page.fate, reason=page.reason, **page.charset_columns())
         if page.fate == "fetched":
             log["id"] = doc_id(rec.url, page.text)
             rows.append({"id": log["id"], "source_name": src.name, "url": rec.url, "source": f"warc:{path}@{rec.offset}",
                          "fetched_at": rec.date, "title": page.title, "text": page.text, "status": rec.status,
-                         "encoding": page.encoding, "charset_source": page.charset_source,
-                         "undecodable": page.undecodable, "warc_file": path, "warc_offset": rec.offset})
+                         **page.charset_columns(), "undecodable": page.undecodable, "warc_file": path,
+                         "warc_offset": rec.offset})
         logs.append(log)
     return _shard(rows, logs, out_dir, rel)
 
 
 def _doc(src, locator: str, url: str, title: str, text: str, page=None) -> dict:
     return {"id": doc_id(locator, text), "source_name": src.name, "url": url, "source": locator,
-            "fetched_at": None, "title": title, "text": text,
-            "encoding": page.encoding if page else None, "charset_source": page.charset_source if page else None,
+            "fetched_at": None, "title": title, "text": text, **(page.charset_columns() if page else {}),
             "undecodable": page.undecodable if page else None}
 
 
@@ -105,8 +104,8 @@ def files_task(src, xcfg, paths: list[str], rel: str, out_dir: str, cwd: str) ->
         url = f"file:{path}"
         page = process_html(url, body, None, xcfg, want_links=False) if low.endswith(HTML_EXT) \
             else process_text(body, None)
-        log = {"url": url, "source_name": src.name, "fate": page.fate, "reason": page.reason,
-               "encoding": page.encoding, "charset_source": page.charset_source, "bytes": len(body)}
+        log = {"url": url, "source_name": src.name, "fate": page.fate, "reason": page.reason, "bytes": len(body),
+               **page.charset_columns()}
         if page.fate == "fetched":
             rows.append(_doc(src, f"file:{path}:0", url, page.title, page.text, page))
             log["id"] = rows[-1]["id"]

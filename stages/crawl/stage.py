@@ -9,7 +9,7 @@ from pathlib import Path
 from pipelines.stage import StageContext, StageResult
 
 FATES = ["fetched", "no_text", "not_text", "not_html", "robots", "blocked", "error", "out_of_scope", "invalid",
-         "max_pages"]
+         "max_pages", "undecodable"]
 
 
 def provenance(path: Path) -> list[dict]:

@@ -9,8 +9,10 @@ from pipelines.dataset import DOC_SCHEMA
 DOCS_SCHEMA = pa.schema(list(DOC_SCHEMA) + [
     ("status", pa.int32()),  # HTTP status (null for files)
     ("encoding", pa.string()),  # the codec that decoded the page
-    ("charset_source", pa.string()),  # bom | header | meta | detected | default | detected (declared X)
-    ("undecodable", pa.int32()),  # byte sequences that became U+FFFD
+    ("charset_source", pa.string()),  # bom | header | meta | detected
+    ("charset_confidence", pa.float32()),  # when detected: the codec's share of the candidates' likelihood
+    ("charset_declared", pa.string()),  # the codec the page declared, when detection overruled it
+    ("undecodable", pa.int32()),  # U+FFFD in the text (at most 0.1%: more is fate `undecodable`, no document)
     ("warc_file", pa.string()),  # relative to the stage directory (crawl) or the WARC source path
     ("warc_offset", pa.int64()),
     ("depth", pa.int32()),
@@ -22,12 +24,14 @@ LOG_SCHEMA = pa.schema([
     ("source_name", pa.string()),
     ("depth", pa.int32()),
     ("referrer", pa.string()),
-    ("fate", pa.string()),  # fetched | no_text | not_text | not_html | robots | blocked | error | out_of_scope | ...
+    ("fate", pa.string()),  # fetched | no_text | not_text | not_html | undecodable | robots | blocked | error | ...
     ("reason", pa.string()),
     ("status", pa.int32()),
     ("final_url", pa.string()),
     ("encoding", pa.string()),
     ("charset_source", pa.string()),
+    ("charset_confidence", pa.float32()),
+    ("charset_declared", pa.string()),
     ("bytes", pa.int64()),
     ("fetched_at", pa.string()),
     ("warc_file", pa.string()),

@@ -137,13 +137,14 @@ def bad_crawl(bad_site, ray_session, tmp_path_factory):
     return result, out, log, docs
 
 
-@pytest.mark.parametrize("path,codec,source", [
-    ("/gbk-header.html", "gb18030", "header"), ("/gbk-meta.html", "gb18030", "meta"),
-    ("/gb18030-none.html", "gb18030", "detected"), ("/big5-wrong.html", "big5hkscs", "detected (declared gb18030)")])
-def test_chinese_encodings(bad_crawl, path, codec, source):
+@pytest.mark.parametrize("path,codec,source,declared", [
+    ("/gbk-header.html", "gb18030", "header", None), ("/gbk-meta.html", "gb18030", "meta", None),
+    ("/gb18030-none.html", "gb18030", "detected", None), ("/big5-wrong.html", "big5hkscs", "detected", "gb18030")])
+def test_chinese_encodings(bad_crawl, path, codec, source, declared):
     _, _, log, docs = bad_crawl
     d = docs[path]
-    assert (d["encoding"], d["charset_source"], d["undecodable"]) == (codec, source, 0)
+    assert (d["encoding"], d["charset_source"], d["charset_declared"], d["undecodable"]) == (codec, source, declared, 0)
+    assert (d["charset_confidence"] is not None) == (source == "detected")
     assert ("繁體中文" if "big5" in path else "朱镕基") in d["text"]
     assert log[path]["fate"] == "fetched" and log[path]["id"] == d["id"]
 
