@@ -1,7 +1,9 @@
 """Crawler throughput and memory, each beside a baseline measured in the same run.
 
-    .venv/bin/python bench/crawl.py                 # 1k pages at concurrency 8/32/128, RSS at 1k vs 10k
+    .venv/bin/python bench/crawl.py                 # 1k pages at concurrency 8/32/128, RSS at 1k vs 10k, encodings
     .venv/bin/python bench/crawl.py --large 3000    # a quicker RSS comparison
+    .venv/bin/python bench/crawl.py --only encodings    # the encoding table and decode cost alone (~1 min)
+    ZHGPT_BENCH_SMOKE=1 .venv/bin/python bench/crawl.py # every section on a few pages: checks the script runs
 
 Servers: one per virtual host (127.0.0.2, 127.0.0.3, ...; loopback only) in a separate process, serving the
 sample site's real Chinese pages (those under 64 KB: 179 pages, ~31 KB mean) with 50 ms of injected latency.
@@ -10,6 +12,11 @@ trafilatura, WARC, Parquet) and reports its own CPU seconds and peak RSS.
 
 Figures: crawler pages per CPU-second vs extraction-only pages per CPU-second (trafilatura.extract over the
 same page bodies in one process); goal >= 80%. Peak RSS of a 10k-page task vs a 1k-page task; goal <= 1.2x.
+
+Encodings: the test site of tests/stages/test_crawl_encodings.py with every page (GB18030, GBK, Big5 x header,
+<meta>, none, a wrong utf-8 header), crawled by one crawl task from a local server; per cell, the pages whose title
+and text equal their UTF-8 original's (goal >= 99%). Then decode-only pages per CPU-second of the pages above, as
+UTF-8 and as GBK, beside the work the decoder before issue 15 did for them (charset-normalizer for legacy pages).
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import argparse
 import http.server
 import json
 import multiprocessing as mp
+import os
 import resource
 import subprocess
 import sys
@@ -111,17 +119,102 @@ def extraction_only(bodies: list[bytes], n: int) -> float:
     return n / (time.process_time() - t0)
 
 
+def encoding_table(per_kind: int) -> None:
+    """The per-cell table: every cell's pages crawled by one crawl task (in this process) from a local server."""
+    from stages.crawl.config import CrawlConfig
+    from stages.crawl.seeds import crawl_partition
+    from tests.stages.test_crawl_encodings import cell_table, encoding_site
+    from tests.stages.test_crawl_http import SiteServer
+
+    routes = encoding_site(per_kind)
+    server = SiteServer(routes)
+    cfg = CrawlConfig(sources=[{"name": "enc", "type": "seeds", "seeds": [server.base + "/"], "max_pages": None,
+                                "allow_private": ["127.0.0.1"]}], min_delay=0, concurrency=32,
+                      per_host_concurrency=32, fetched_at="2026-01-01T00:00:00Z")
+    urls = [[server.base + path, ""] for path in sorted(routes)]
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.process_time()
+            crawl_partition(cfg.sources[0], cfg, 0, 0, urls, out, out + "/.partial")
+            cpu = time.process_time() - t0
+            import pyarrow.parquet as pq
+
+            docs = {r["url"][len(server.base):]: (r["title"], r["text"])
+                    for r in pq.read_table(f"{out}/docs/enc-r000-p000.parquet").to_pylist()}
+    finally:
+        server.close()
+    print(f"\nencodings: {len(urls)} pages crawled in {cpu:.1f} CPU-s; exact = the title and text of the UTF-8 "
+          "original (goal >= 99% per cell)")
+    print(f"  {'codec':8} {'declared':11} {'pages':>6} {'exact':>6} {'%':>7}")
+    for (codec, decl), (n, same) in cell_table(docs).items():
+        print(f"  {codec:8} {decl:11} {n:>6} {same:>6} {same / max(1, n):>7.1%}")
+
+
+def decode_cost(n: int, repeat: int) -> None:
+    """Decode-only pages per CPU-second of the sample-site pages the throughput section serves, as UTF-8 and as
+    GBK, beside the work the decoder before issue 15 did for the same pages (spelled out below)."""
+    from charset_normalizer import from_bytes
+
+    from stages.crawl.encoding import BOMS, Decoded, decode, header_charset, meta_charset
+    from tests.stages.test_crawl_encodings import _DECL
+
+    utf8 = page_bodies()[:n]
+    gbk = [_DECL.sub("", b.decode()).encode("gbk", "xmlcharrefreplace") for b in utf8]
+
+    def old_utf8(body, ctype):  # declared UTF-8: BOM checks, the header's label, a replacing decode, U+FFFD counted
+        any(body.startswith(bom) for bom, _ in BOMS)
+        text = body.decode("utf-8", "replace")
+        return Decoded(text, header_charset(ctype), "header", text.count("\ufffd"))
+
+    def old_declared(body, ctype):  # declared GBK: a replacing decode, then charset-normalizer on that codec alone
+        return (header_charset(ctype), body.decode("gb18030", "replace").count("\ufffd"),
+                from_bytes(body, cp_isolation=["gb18030"]).best())
+
+    def old_undeclared(body, ctype):  # no declaration: charset-normalizer's best guess, then a decode
+        header_charset(ctype), meta_charset(body)
+        best = from_bytes(body).best()
+        return body.decode(best.encoding, "replace") if best else ""
+
+    def rates(fns, bodies, ctype) -> list[float]:  # best of `repeat` alternating passes: the cores are shared
+        best = [float("inf")] * len(fns)
+        for _ in range(repeat):
+            for i, fn in enumerate(fns):
+                t0 = time.process_time()
+                for b in bodies:
+                    fn(b, ctype)
+                best[i] = min(best[i], time.process_time() - t0)
+        return [len(bodies) / t for t in best]
+
+    print(f"decode only ({len(utf8)} sample-site pages, {sum(map(len, utf8)) // len(utf8)} bytes mean), "
+          "pages per CPU-second:")
+    for what, bodies, ctype, old in (("UTF-8, declared", utf8, "text/html; charset=utf-8", old_utf8),
+                                     ("GBK, declared", gbk, "text/html; charset=gbk", old_declared),
+                                     ("GBK, undeclared", gbk, "text/html", old_undeclared)):
+        new, before = rates([decode, old], bodies, ctype)
+        print(f"  {what:16} {new:>8.0f} (before: {before:.0f}, {new / before:.2f}x)")
+
+
 def main() -> None:
+    smoke = os.environ.get("ZHGPT_BENCH_SMOKE") == "1"  # every section on a few pages
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pages", type=int, default=1000)
-    ap.add_argument("--large", type=int, default=10000)
+    ap.add_argument("--pages", type=int, default=60 if smoke else 1000)
+    ap.add_argument("--large", type=int, default=120 if smoke else 10000)
     ap.add_argument("--hosts", type=int, default=8)
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 128])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[8] if smoke else [8, 32, 128])
+    ap.add_argument("--only", choices=["throughput", "encodings"], help="run one section")
     ap.add_argument("--worker", nargs=4, type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(crawl_worker(*a.worker)))
         return
+    if a.only != "encodings":
+        throughput(a)
+    if a.only != "throughput":
+        encoding_table(3 if smoke else 1000)
+        decode_cost(10 if smoke else 1000, 1 if smoke else 5)
+
+
+def throughput(a) -> None:
     bodies = page_bodies()
     q: mp.Queue = mp.Queue()
     server = mp.Process(target=serve, args=(a.hosts, q, bodies), daemon=True)

@@ -13,6 +13,8 @@ characters a codec lacks become numeric character references, as a server's conv
 """
 from __future__ import annotations
 
+import functools
+import random
 import re
 
 import pytest
@@ -27,6 +29,8 @@ HEADER_LABEL = {"gb18030": "GB18030", "gbk": "GBK", "big5": "Big5"}
 META_LABEL = {"gb18030": "gb18030", "gbk": "gb2312", "big5": "big5"}  # gb2312 is how most GBK pages say it
 # Debian Reference chapters the tests may use: hanzi.py's table was built from ch01, ch02 and ch09.
 CHAPTERS = ("ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "ch10", "ch11", "ch12", "apa")
+# UTF-8 with 8 bad bytes where {} is: 2% of its characters become U+FFFD.
+BROKEN = "<html><head><title>坏页</title></head><body><p>" + "中文语料需要仔细清洗。" * 30 + "{}</p></body></html>"
 _DECL = re.compile(r"<\?xml[^>]*\?>\s*|<meta[^>]*charset[^>]*>\s*", re.IGNORECASE)
 
 
@@ -72,17 +76,24 @@ def _kinds(lang: str) -> dict[str, list[tuple[str, str]]]:
     return {"doc": docs, "listing": listings, "nav": mostly_ascii, "words": _word_pages(docs)}
 
 
-def _word_pages(docs: list[tuple[str, str]], n: int = 60) -> list[tuple[str, str]]:
-    """English pages (LilyPond's paragraphs) with 1-3 short Chinese words (2-4 hanzi from the doc pages) in bold:
-    the hardest case, as the codec is decided by 2-12 bytes."""
+@functools.lru_cache(maxsize=1)
+def _english() -> list[str]:
+    """English paragraphs (over 200 ASCII characters) of LilyPond's learning manual, escaped for HTML."""
     import lxml.html
 
-    english = []
+    out = []
     for path in html_files("usr/share/doc/lilypond/html/Documentation/learning/*.zh.html")[:40]:
         for p in lxml.html.fromstring(path.read_bytes()).xpath("//p"):
             text = " ".join(p.text_content().split())
             if text.isascii() and len(text) > 200:
-                english.append(text.replace("&", "&amp;").replace("<", "&lt;"))
+                out.append(text.replace("&", "&amp;").replace("<", "&lt;"))
+    return out
+
+
+def _word_pages(docs: list[tuple[str, str]], n: int = 60) -> list[tuple[str, str]]:
+    """English pages with 1-3 short Chinese words (2-4 hanzi from the doc pages) in bold: the hardest case, as the
+    codec is decided by 2-12 bytes."""
+    english = _english()
     words = sorted({w for _, html in docs for w in re.findall(r"[\u4e00-\u9fff]{2,4}", html)})
     pages = []
     for i in range(n):
@@ -143,15 +154,95 @@ def cell_table(docs: dict[str, tuple[str, str]]) -> dict[tuple[str, str], tuple[
     return out
 
 
+# -- the decoder on real bytes ----------------------------------------------------------------------------------
+
+def _menu_page(word: str) -> str:
+    """A real English LilyPond paragraph with one Chinese word, as a menu item would put it."""
+    return _page("LilyPond", f"<p><b>{word}</b> {_english()[0]}</p>")
+
+
+@pytest.mark.parametrize("word,codec,mojibake", [("提示", "big5", "´ŁĄÜ"), ("部分", "gbk", "˛ż·Ö")])
+@pytest.mark.parametrize("ctype", ["text/html", "text/html; charset=utf-8"])
+def test_few_hanzi_are_not_mojibake(word, codec, mojibake, ctype):
+    from stages.crawl.encoding import decode
+
+    html = _menu_page(word)
+    assert mojibake == html.encode(codec).decode("cp1250")[html.index(word):][:4]  # the issue's failure, for real
+    d = decode(html.encode(codec), ctype)
+    assert d.text == html and mojibake not in d.text and not d.refused
+    assert (d.source, d.declared) == ("detected", "utf-8" if "utf-8" in ctype else None) and d.confidence > 0.9
+
+
+def test_utf8_pages_take_the_fast_path():
+    from stages.crawl.encoding import decode
+
+    for path in html_files("usr/share/doc/debian/FAQ/zh-cn/*.html")[:5]:
+        body = path.read_bytes()
+        for ctype, source in (("text/html; charset=utf-8", "header"), ("text/html", "meta")):
+            d = decode(body, ctype)
+            assert (d.text, d.encoding, d.source, d.errors, d.confidence) == (body.decode(), "utf-8", source, 0, None)
+        bare = _DECL.sub("", body.decode()).encode()
+        assert (decode(bare).source, decode(bare).confidence) == ("detected", 1.0)
+
+
+def test_bom_wins_over_a_wrong_declaration():
+    from stages.crawl.encoding import decode
+
+    body = html_files("usr/share/doc/debian/FAQ/zh-cn/index.zh-cn.html")[0].read_bytes()
+    d = decode(b"\xef\xbb\xbf" + body, "text/html; charset=gbk")
+    assert (d.text, d.encoding, d.source) == (body.decode(), "utf-8", "bom")
+
+
+def test_declared_legacy_page_keeps_its_declaration():
+    from stages.crawl.encoding import decode
+
+    html = source_pages("zh-cn", 2)["doc-003"]
+    for ctype, body, source in (("text/html; charset=GBK", html.encode("gbk", "xmlcharrefreplace"), "header"),
+                                ("text/html", encoded(html, "gbk", "meta")[1], "meta")):
+        d = decode(body, ctype)
+        assert (d.encoding, d.source, d.declared, d.confidence, d.errors) == ("gb18030", source, None, None, 0)
+        assert body.decode("gbk") == d.text
+
+
+def test_gbk_declared_utf8_is_redecoded_not_kept_with_replacements():
+    from stages.crawl.encoding import decode
+
+    body = source_pages("zh-cn", 2)["doc-003"].encode("gbk", "xmlcharrefreplace")
+    d = decode(body, "text/html; charset=utf-8")
+    assert (d.text, d.encoding, d.source, d.declared, d.errors) == (body.decode("gbk"), "gb18030", "detected", "utf-8", 0)
+    assert body.decode("utf-8", "replace").count("\ufffd") > 100  # what keeping the declaration gave
+
+
+def _mixed() -> bytes:
+    """A UTF-8 page with a paragraph pasted in GBK: 2% of its characters are undecodable as UTF-8."""
+    html = source_pages("zh-cn", 2)["doc-003"].encode()
+    return html[:2000] + "这是一段国标码的中文段落，混在统一码页面里。".encode("gbk") * 3 + html[2000:]
+
+
+@pytest.mark.parametrize("body,why", [
+    (bytes(random.Random(0).choice([*range(0x80, 0x100), 0x20]) for _ in range(3000)), "no codec gives plausible"),
+    (_mixed(), "U+FFFD"),
+    (BROKEN.encode().replace(b"{}", b"\xff\xfe" * 4), "U+FFFD"),
+])
+def test_undecodable_bytes_are_refused(body, why):
+    from stages.crawl.config import CrawlConfig
+    from stages.crawl.encoding import decode
+    from stages.crawl.extract import process_html
+
+    d = decode(body, "text/html")
+    assert why in d.refused, d
+    page = process_html("http://a.cn/", body, "text/html", CrawlConfig.model_fields["extract"].default)
+    assert (page.fate, page.reason, page.text) == ("undecodable", d.refused, "")
+
+
 # -- the crawl ------------------------------------------------------------------------------------------------
 
 PER_KIND = 12  # pages of each kind per language: 48 per cell, 672 pages in all (~10 s of crawl on 2 workers)
 HOSTS = {"zh-cn": "127.0.0.1", "zh-tw": "127.0.0.1", "gb18030": "127.0.0.2", "gbk": "127.0.0.3", "big5": "127.0.0.4"}
-# A page whose bytes no codec decodes (1% of it undecodable), and one with a single bad byte in 3,000 characters.
-BROKEN = "<html><head><title>坏页</title></head><body><p>" + "中文语料需要仔细清洗。" * 30 + "{}</p></body></html>"
 
 
 def extra_routes() -> dict:
+    """A page no codec decodes, and one with a single bad byte in 3,300 characters (kept, with a note)."""
     ok = "<html><head><title>好页</title></head><body><p>" + "中文语料需要仔细清洗。" * 300 + "</p></body></html>"
     return {"/broken/undecodable.html": (200, {"Content-Type": "text/html; charset=utf-8"},
                                          BROKEN.encode().replace("{}".encode(), b"\xff\xfe" * 4)),
