@@ -8,10 +8,10 @@ more); the cheapest wins, a declared codec with a head start. "No errors" proves
 GB18030 without one, and GBK bytes as mac-latin2 or cp1250.
 
 charset-normalizer is asked only when none of those candidates gives plausible text (Japanese, Korean, Cyrillic
-or European pages), and its answer is scored like the others. It is not asked first because on Chinese pages
-its first guess was wrong for 40% of undeclared GBK pages (bench/crawl.py): it judges how chaotic a text looks,
-not whether it is Chinese, so a mostly-ASCII page with a few GBK hanzi came back as mac-latin2 or cp1250
-(`提示` -> `´ŁĄÜ`), and 2 hanzi of GBK as Big5 gibberish.
+or European pages), and its answer is scored like the others. It is not asked first because on Chinese pages its
+first guess was wrong for 15% of the undeclared GB pages of bench/crawl.py's test site and 20% of the Big5 ones
+(all of them now right): it judges how chaotic a text looks, not whether it is Chinese, so a mostly-ASCII page
+with a few hanzi came back as cp1250, cp949 or mac-latin2 (Big5 `提示` -> `´ŁĄÜ`, GBK `部分` -> `˛ż·Ö`).
 
 A page is refused (`refused` says why; the crawl logs it as `undecodable` and keeps its bytes in the WARC) when
 more than 0.1% of its characters are U+FFFD after the best decoding, or when even the best text is garbage.
