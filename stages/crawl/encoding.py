@@ -191,23 +191,21 @@ def _table() -> dict[str, float]:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _char_bits(c: str) -> float:
-    """hanzi.py's cost, or one by Unicode block for characters the table does not hold."""
+    """hanzi.py's cost, or one by character class (pipelines.text) for characters the table does not hold."""
+    from pipelines.text import CJK, HANGUL, KANA, LETTER, OTHER, class_table
+
     if c in _table():
         return _table()[c]
-    o = ord(c)
-    if o == 0xFFFD or 0x80 <= o <= 0x9F or 0xE000 <= o <= 0xF8FF or o >= 0xF0000:
-        bits = 30.0  # replacement, C1 control, private use: almost never meant
-    elif 0x4E00 <= o <= 0x9FFF:
-        bits = 20.0  # a hanzi seen fewer than ~3 times in the table's 600k characters
-    elif 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF or o >= 0x20000:
-        bits = 24.0  # extension A, compatibility ideographs, supplementary planes: rare
-    elif o <= 0x36F:
-        bits = 14.0  # an accented Latin letter or a symbol: plausible alone between ASCII letters
-    elif 0x370 <= o <= 0x1FFF or 0x3040 <= o <= 0x31FF or 0xAC00 <= o <= 0xD7AF:
-        bits = 16.0  # another script (Greek, Cyrillic, kana, Hangul, ...): a real page, but not a Chinese one
-    else:
-        bits = 18.0  # other symbols
-    return bits
+    o, cls = ord(c), class_table()[ord(c)]
+    if o <= 0x36F and not 0x80 <= o <= 0x9F:
+        return 14.0  # an accented Latin letter or a symbol: plausible alone between ASCII letters
+    if cls == OTHER or o == 0xFFFD:
+        return 30.0  # replacement, C1 control, private use, unassigned: almost never meant
+    if cls == CJK:  # a hanzi seen fewer than ~3 times in the table's 600k characters, or one from a rare block
+        return 20.0 if 0x4E00 <= o <= 0x9FFF else 24.0
+    if cls in (LETTER, KANA, HANGUL):
+        return 16.0  # another script (Greek, Cyrillic, kana, Hangul, ...): a real page, but not a Chinese one
+    return 18.0  # other symbols and punctuation
 
 
 def _scored(text: str, head_start: float, limit: int | None = None) -> tuple[float, str, float, int]:

@@ -245,7 +245,7 @@ def extra_routes() -> dict:
     """A page no codec decodes, and one with a single bad byte in 3,300 characters (kept, with a note)."""
     ok = "<html><head><title>好页</title></head><body><p>" + "中文语料需要仔细清洗。" * 300 + "</p></body></html>"
     return {"/broken/undecodable.html": (200, {"Content-Type": "text/html; charset=utf-8"},
-                                         BROKEN.encode().replace("{}".encode(), b"\xff\xfe" * 4)),
+                                         BROKEN.encode().replace(b"{}", b"\xff\xfe" * 4)),
             "/broken/one-bad-byte.html": (200, {"Content-Type": "text/html; charset=utf-8"},
                                           ok.encode().replace("。".encode(), b"\xff", 1))}
 
@@ -272,7 +272,7 @@ def encoding_crawl(ray_session, tmp_path_factory):
 
 
 def test_every_cell_gives_the_utf8_text(encoding_crawl):
-    _, log, docs = encoding_crawl
+    _, _, docs = encoding_crawl
     table = cell_table({p: (d["title"], d["text"]) for p, d in docs.items()})
     assert all(n == 4 * PER_KIND for n, _ in table.values()), table
     failed = {cell: f"{same}/{n}" for cell, (n, same) in table.items() if same < 0.99 * n}
@@ -285,7 +285,7 @@ def test_every_cell_gives_the_utf8_text(encoding_crawl):
 @pytest.mark.parametrize("decl,source,declared", [("header", "header", None), ("meta", "meta", None),
                                                   ("none", "detected", None), ("wrong-utf8", "detected", "utf-8")])
 def test_where_each_encoding_came_from(encoding_crawl, decl, source, declared):
-    _, log, docs = encoding_crawl
+    _, _, docs = encoding_crawl
     for codec in CODECS:
         rows = [d for p, d in docs.items() if p.startswith(f"/{codec}/{decl}/")]
         want = "big5hkscs" if codec == "big5" else "gb18030"
