@@ -89,7 +89,8 @@ def header_charset(content_type: str | None) -> str | None:
 def meta_charset(body: bytes) -> str | None:
     """<meta charset>, <meta http-equiv content="...; charset=">, or failing those <?xml encoding=?>."""
     m = _META.search(body[:META_WINDOW]) or _XML.match(body)
-    return normalize_label(m.group(1).decode("ascii", "replace")) if m else None
+    enc = normalize_label(m.group(1).decode("ascii", "replace")) if m else None
+    return "utf-8" if enc and enc.startswith("utf-16") else enc  # WHATWG: bytes that hold <meta> are not UTF-16
 
 
 def decode(body: bytes, content_type: str | None = None) -> Decoded:
