@@ -12,39 +12,28 @@ Text extraction (~10 s) happens before anything is timed.
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import logging
+import os
+import tempfile
+import time
+import unicodedata
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, where bench/tokenize.py would shadow the
-# standard library's tokenize: drop it before importing anything else.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import unicodedata  # noqa: E402
-
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-
-from pipelines.dataset import DOC_SCHEMA, doc_id, write_parquet  # noqa: E402
-from pipelines.io import read_table  # noqa: E402
-from stages.clean.config import CleanConfig  # noqa: E402
-from stages.clean.core import Cleaner, clean_table  # noqa: E402
-
+from pipelines.dataset import DOC_SCHEMA, doc_id, write_parquet
+from pipelines.io import read_table
+from pipelines.testing.helpers import make_stage_data, run_stage
+from pipelines.testing.realtext import sample_docs
+from stages.clean.config import CleanConfig
+from stages.clean.core import Cleaner, clean_table
 
 
 def documents(copies: int) -> pa.Table:
     """The sample site's Debian Reference (zh-CN and zh-TW) and Debian FAQ pages as the crawl extracts them
     (47 pages, 1.1 MB), repeated with distinct ids."""
-    from tests.realtext import sample_docs
-
     docs = sample_docs()
     keep = ["debian-reference" in u or "/FAQ/" in u for u in docs.column("url").to_pylist()]
     rows = docs.filter(pa.array(keep)).to_pylist()
@@ -59,7 +48,8 @@ def documents(copies: int) -> pa.Table:
 def floor_pass(path: str, out: str) -> None:
     t = read_table(path)
     texts = [unicodedata.normalize("NFKC", s) for s in t.column("text").to_pylist()]
-    write_parquet(t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts, pa.string())), out, "f.parquet")
+    t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
+    write_parquet(t, out, "f.parquet")
 
 
 def preset_pass(path: str, out: str, cleaner: Cleaner) -> None:
@@ -86,13 +76,12 @@ def single_process(table: pa.Table, tmp: Path) -> None:
     preset = cpu_seconds(preset_pass, str(tmp / "in.parquet"), str(tmp), cleaner)
     print(f"text: {table.num_rows} documents, {mb:.2f} MB (UTF-8)")
     print(f"floor  (read -> NFKC -> write): {mb / floor:7.2f} MB/CPU-s")
-    print(f"preset (every rule on)        : {mb / preset:7.2f} MB/CPU-s  = {floor / preset:.0%} of the floor (goal >= 25%)")
+    print(f"preset (every rule on)        : {mb / preset:7.2f} MB/CPU-s  = {floor / preset:.0%} of the floor "
+          "(goal >= 25%)")
 
 
 def fan_out(table: pa.Table, tmp: Path, shards: int) -> None:
     import ray
-
-    from tests.helpers import make_stage_data, run_stage
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     table = pa.concat_tables([table] * 4)  # ~1 s of work per shard, so task start-up (~50 ms) is noise
@@ -105,8 +94,9 @@ def fan_out(table: pa.Table, tmp: Path, shards: int) -> None:
         t0 = time.perf_counter()
         run_stage("clean", CleanConfig(), {"crawl": up}, tmp / f"w{workers}", workers=workers)
         wall[workers] = min(wall.get(workers, float("inf")), time.perf_counter() - t0)
-    print(f"ray, {shards} shards of {table.num_rows // shards} documents: 1 worker {wall[1]:.2f} s, 2 workers {wall[2]:.2f} s "
-          f"-> {wall[1] / wall[2]:.2f}x (goal >= 1.8x on 2 cores; load average now {os.getloadavg()[0]:.1f})")
+    print(f"ray, {shards} shards of {table.num_rows // shards} documents: 1 worker {wall[1]:.2f} s, "
+          f"2 workers {wall[2]:.2f} s -> {wall[1] / wall[2]:.2f}x (goal >= 1.8x on 2 cores; "
+          f"load average now {os.getloadavg()[0]:.1f})")
 
 
 def main() -> None:

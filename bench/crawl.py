@@ -34,13 +34,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench/ holds tokenize.py (another stage's benchmark), which would shadow the standard library's tokenize.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 LATENCY = 0.05
 
 
 def page_bodies() -> list[bytes]:
-    from tests.realtext import html_files
+    from pipelines.testing.realtext import html_files
 
     return [p.read_bytes() for p in html_files() if p.stat().st_size < 64 << 10]
 

@@ -1,6 +1,6 @@
 """Benchmark of the dedupe stage on real Chinese text, each figure beside a baseline measured in the same run.
 
-1. Signatures per CPU-second (docs/s, MB/s of normalised UTF-8) on the sample site's documents: the numba kernel
+1. Signatures per CPU-second (docs/s, MB/s of canonical UTF-8) on the sample site's documents: the numba kernel
    (xxh32 default, and sha1 = datasketch's default hash) vs datasketch `MinHash.update_batch` per document with its
    default hash (the baseline). Goal: >= 10x per core.
 2. End-to-end stage on 10k and 100k documents made of real paragraphs (random runs of 3-8 paragraphs of the
@@ -11,39 +11,31 @@
    on 1,000 documents first warms both worker processes). 1- and 2-worker runs alternate (1, 2, 1, 2, ...) and the
    best of --repeat each is compared, so drift of the machine does not favour one side.
    Beside it, in the same loop, the machine's ceiling: the wall time of 1 vs 2 plain processes (no Ray, no I/O)
-   normalising and signing the same 50k documents each at once; the stage's speed-up is printed as a share of it.
+   canonicalising and signing the same 50k documents each at once; the stage's speed-up is printed as a share of it.
 
-Run: `.venv/bin/python bench/dedupe.py [--docs 100000] [--repeat 3]` (~4 min on 2 idle cores; the sample site is fetched by
-scripts/fetch_sample_site.sh when missing). Wall-clock ratios need an otherwise idle machine.
+Run: `.venv/bin/python bench/dedupe.py [--docs 100000] [--repeat 3]` (~4 min on 2 idle cores; the sample site is
+fetched by scripts/fetch_sample_site.sh when missing). Wall-clock ratios need an otherwise idle machine.
 """
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# bench/ holds scripts named like stdlib modules (bench/tokenize.py): keep it off the import path.
-sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.ceiling import together_wall  # noqa: E402
-from pipelines.dataset import DOC_SCHEMA, doc_id  # noqa: E402
-from stages.dedupe import DedupeConfig  # noqa: E402
-from stages.dedupe.minhash import shingles, sign_batch  # noqa: E402
-from stages.dedupe.normalise import normalise  # noqa: E402
-from tests.helpers import make_stage_data, run_stage  # noqa: E402
-from tests.realtext import sample_docs  # noqa: E402
+from pipelines.dataset import DOC_SCHEMA, doc_id
+from pipelines.testing.ceiling import together_wall
+from pipelines.testing.helpers import make_stage_data, run_stage
+from pipelines.testing.realtext import sample_docs
+from stages.dedupe.canonical import canonical
+from stages.dedupe.config import DedupeConfig
+from stages.dedupe.minhash import shingles, sign_batch
 
 
 def bench_signatures(texts: list[str]) -> None:
@@ -62,7 +54,7 @@ def bench_signatures(texts: list[str]) -> None:
         m = MinHash(num_perm=128)
         m.update_batch([g.encode("utf-8") for g in shingles(t, 5)])
     base = (time.process_time() - t0) * len(texts) / len(sub)
-    print(f"signatures, {len(texts)} sample-site docs ({mb:.1f} MB normalised, 128 perms, 5-grams), per CPU-second:")
+    print(f"signatures, {len(texts)} sample-site docs ({mb:.1f} MB canonical, 128 perms, 5-grams), per CPU-second:")
     print(f"  baseline datasketch MinHash.update_batch (sha1): {len(texts) / base:9.0f} docs/s {mb / base:6.2f} MB/s")
     for hf, sec in ours.items():
         print(f"  zhgpt numba kernel ({hf:5}):                  {len(texts) / sec:9.0f} docs/s {mb / sec:6.2f} MB/s"
@@ -121,22 +113,21 @@ def warm_worker_count() -> int:
 CEILING_CHILD = """
 import sys, pyarrow.parquet as pq
 from stages.dedupe.minhash import sign_batch
-from stages.dedupe.normalise import normalise_batch
+from stages.dedupe.canonical import canonical_batch
 texts = pq.read_table(sys.argv[1]).column("text").to_pylist()
-sign_batch(normalise_batch(texts[:2]))  # imports and numba cache loads outside the clock
+sign_batch(canonical_batch(texts[:2]))  # imports and numba cache loads outside the clock
 print("ready", flush=True)
 sys.stdin.readline()
-sign_batch(normalise_batch(texts))
+sign_batch(canonical_batch(texts))
 print("done", flush=True)
 """
 
 
 def plain_wall(texts_path: Path, n: int) -> float:
-    """Wall seconds for n plain processes (no Ray, no I/O) to each normalise and sign the same texts at once:
+    """Wall seconds for n plain processes (no Ray, no I/O) to each canonicalise and sign the same texts at once:
     n * plain_wall(1) / plain_wall(n) is what this machine gives n independent copies of the stage's hottest
     pure work, the ceiling for the n-worker speed-up."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return together_wall([sys.executable, "-P", "-c", CEILING_CHILD, str(texts_path)], n, env)
+    return together_wall([sys.executable, "-P", "-c", CEILING_CHILD, str(texts_path)], n)
 
 
 def run_pair(table: pa.Table, shard_rows: int, workers: int, tmp: Path) -> list[tuple[float, float, dict]]:
@@ -190,8 +181,9 @@ def bench_stage(texts: list[str], n_big: int, repeat: int) -> None:
                         runs[(w, mode)].append(run)
                         print(_line(big.num_rows, w, mode, run))
     ceiling = 2 * min(plain[1]) / min(plain[2])
-    print(f"  ceiling: 2 plain processes (no Ray) normalising + signing {n_big // 2} docs each at once do {ceiling:.2f}x "
-          f"the work of 1 (best of {repeat}: {min(plain[1]):.2f} s alone, {min(plain[2]):.2f} s two at once)")
+    print(f"  ceiling: 2 plain processes (no Ray) canonicalising + signing {n_big // 2} docs each at once do "
+          f"{ceiling:.2f}x the work of 1 (best of {repeat}: {min(plain[1]):.2f} s alone, "
+          f"{min(plain[2]):.2f} s two at once)")
     for mode, what in (("cold", "worker start-up inside the clock"), ("warm", "steady state, both workers warmed")):
         w1, w2 = min(r[0] for r in runs[(1, mode)]), min(r[0] for r in runs[(2, mode)])
         print(f"  2 workers vs 1 (baseline) at {big.num_rows} docs, {mode} ({what}), best of {repeat}: "
@@ -208,7 +200,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="alternated runs per figure; the best is compared")
     args = ap.parse_args()
     raw = sample_docs().column("text").to_pylist()
-    bench_signatures([normalise(t) for t in raw])
+    bench_signatures([canonical(t) for t in raw])
     if not args.skip_stage:
         print("end-to-end dedupe stage (paragraph-window documents, 2,500 per shard, default config):")
         bench_stage(raw, args.docs, args.repeat)

@@ -1,6 +1,6 @@
 """How long a `zhgpt trace` lookup takes, and how it grows with the corpus.
 
-    .venv/bin/python -P bench/trace.py [CONFIG]      # default configs/quickstart.yaml (run it first: make run)
+    .venv/bin/python bench/trace.py [CONFIG]        # default configs/quickstart.yaml (run it first: make run)
 
 1. On CONFIG's latest finished run: median time of trace_docs() for every crawled URL (all stages' indexes), beside
    the time to read the same stages' `docs` shards whole (what a trace would cost without the indexes).

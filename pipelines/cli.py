@@ -69,7 +69,8 @@ def execute(cfg: RootBase, from_: str | None = None, only: str | None = None, fo
 
 
 @app.command()
-def run(config: Path = ConfigArg, from_: Optional[str] = typer.Option(None, "--from", help="re-run STAGE and all downstream"),
+def run(config: Path = ConfigArg,
+        from_: Optional[str] = typer.Option(None, "--from", help="re-run STAGE and all downstream"),
         only: Optional[str] = typer.Option(None, "--only", help="re-run STAGE alone on existing inputs"),
         force: Optional[List[str]] = typer.Option(None, "--force", help="ignore STAGE's cache (repeatable)"),
         override: Optional[List[str]] = OverrideOpt,
@@ -115,8 +116,9 @@ def status(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt
 
     t = Table("stage", "state", "key", "rows", "mlflow run", "dir")
     for r in rows:
-        t.add_row(r["stage"], r["state"], (r["cache_key"] or "-")[:16], str(r["rows"] if r["rows"] is not None else "-"),
-                  r["mlflow_run_id"] or "-", r["dir"] or "-")
+        rows_text = str(r["rows"]) if r["rows"] is not None else "-"
+        t.add_row(r["stage"], r["state"], (r["cache_key"] or "-")[:16], rows_text, r["mlflow_run_id"] or "-",
+                  r["dir"] or "-")
     Console().print(t)
 
 

@@ -24,7 +24,8 @@ class ConfigError(ValueError):
 
 class RayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    address: Optional[str] = Field(None, description="join an existing cluster (ray://… or host:port); None = local Ray")
+    address: Optional[str] = Field(None, description="join an existing cluster (ray://… or host:port); "
+                                   "None = local Ray")
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs for a local Ray; None = all")
     workers: Optional[int] = Field(None, ge=1, description="max concurrent tasks per data stage; None = num_cpus")
 
@@ -125,7 +126,8 @@ def validate(data: dict) -> RootBase:
     if cfg.scratch_dir is not None:
         cfg.scratch_dir = cfg.scratch_dir.expanduser().resolve()
     if not cfg.stage_names():
-        raise ConfigError(f"config error: no stage sections; add at least one of {', '.join(ordered(list(registry())))}")
+        known = ", ".join(ordered(list(registry())))
+        raise ConfigError(f"config error: no stage sections; add at least one of {known}")
     missing = [f"{n} (needs {up})" for n in cfg.stage_names() for up in registry()[n].inputs
                if getattr(cfg, up, None) is None]
     if missing:

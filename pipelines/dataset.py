@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io import DOC_SCHEMA, ContractError, atomic_path, read_table, temp_path  # noqa: F401 (re-exported)
+from pipelines.io import DOC_SCHEMA, ContractError, atomic_path, read_table, write_ipc  # noqa: F401 (re-exported)
 
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"
 FAILED = "FAILED"
 CHUNK = 1 << 20
+
 
 def doc_id(locator: str, text: str) -> str:
     """The stable document id: a hash of the source locator (URL, or file + line) and the content.
@@ -59,6 +61,7 @@ class ShardInfo:
 
     @classmethod
     def of(cls, stage_dir: str | os.PathLike, rel: str, rows: int) -> "ShardInfo":
+        """Describe a complete file at `rel` (one a writer here produced, or one a stage wrote itself)."""
         p = Path(stage_dir) / rel
         return cls(path=rel, rows=rows, bytes=p.stat().st_size, sha256=sha256_file(p))
 
@@ -74,9 +77,7 @@ def write_parquet(table: pa.Table, stage_dir: str | os.PathLike, rel: str, row_g
 
 def write_arrow(table: pa.Table, stage_dir: str | os.PathLike, rel: str, max_chunksize: int | None = None) -> ShardInfo:
     """Write one uncompressed Arrow IPC (Feather v2) shard atomically, so readers can memory-map it."""
-    with atomic_path(Path(stage_dir) / rel) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
-            pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max_chunksize)
+    write_ipc(table, Path(stage_dir) / rel, max_chunksize)
     return ShardInfo.of(stage_dir, rel, table.num_rows)
 
 
@@ -94,10 +95,9 @@ class ParquetRows:
 
     def __init__(self, stage_dir: str | os.PathLike, rel: str, schema: pa.Schema, group_rows: int = 256):
         self.stage_dir, self.rel, self.schema, self.group_rows = stage_dir, rel, schema, group_rows
-        self.final = Path(stage_dir) / rel
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temp_path(self.final)
-        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", write_statistics=True, store_schema=True)
+        self._file = ExitStack()  # holds the shard's atomic_path open; close() exits it, renaming the file into place
+        tmp = self._file.enter_context(atomic_path(Path(stage_dir) / rel))
+        self.writer = pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True, store_schema=True)
         self.buf: list[dict] = []
         self.rows = 0
 
@@ -115,18 +115,13 @@ class ParquetRows:
     def close(self) -> ShardInfo:
         self._flush()
         self.writer.close()
-        os.replace(self.tmp, self.final)
+        self._file.close()
         return ShardInfo.of(self.stage_dir, self.rel, self.rows)
 
 
 def table_of(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Rows in the order given as a table of `schema`; missing keys become nulls."""
     return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
-
-
-def adopt_file(stage_dir: str | os.PathLike, rel: str, rows: int = 0) -> ShardInfo:
-    """Describe a file a stage wrote itself (it must already be complete at `rel`)."""
-    return ShardInfo.of(stage_dir, rel, rows)
 
 
 @dataclass

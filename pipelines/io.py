@@ -4,8 +4,9 @@ Writes are atomic: a file is written under a temporary name beside its final pat
 complete, so a reader (or a resumed run) sees either the whole file or none of it. A writer killed mid-write
 leaves only its `.NAME.tmp-PID` file, which `remove_temps` deletes before a stage runs again.
 
-Reads go through `read_table` (Parquet or Arrow IPC, one shard) and `read_docs` (a documents shard, its schema
-checked against the dataset contract, one line naming the shard and the missing column when it is not one).
+Reads go through `read_table` (Parquet or Arrow IPC, one shard) and `read_docs` / `iter_docs` (a documents shard:
+the columns a reader asks for are checked against the dataset contract's types first, and a shard without them is
+one line naming the shard and the missing columns).
 
     with atomic_path(out / "docs/part-00000.parquet") as tmp:
         pq.write_table(table, tmp)
@@ -38,8 +39,8 @@ DOC_SCHEMA = pa.schema(
 )
 
 
-class ContractError(RuntimeError):
-    """A dataset does not satisfy the contract (missing manifest, bad shard, wrong schema)."""
+class ContractError(ValueError):
+    """A dataset does not satisfy the contract (missing manifest, bad shard, wrong schema): bad input, one line."""
 
 
 def temp_path(final: str | os.PathLike) -> Path:
@@ -60,6 +61,12 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_ipc(table: pa.Table, path: str | os.PathLike, max_chunksize: int | None = None) -> None:
+    """An uncompressed Arrow IPC file (Feather v2), atomically: readers memory-map it."""
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max_chunksize)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -122,22 +129,37 @@ def conform_error(schema: pa.Schema, required: pa.Schema) -> str:
     return ""
 
 
-def read_docs(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    """A documents shard (all columns, or `columns`), checked against the dataset contract's DOC_SCHEMA."""
+def _docs_schema_error(path: str | os.PathLike, columns: list[str] | None) -> None:
+    """Raise ContractError unless the shard has `columns` (all of DOC_SCHEMA when None) with the contract's types;
+    a column outside DOC_SCHEMA (one a stage added) may have any type."""
     try:
         schema = pq.read_schema(str(path))
     except (OSError, pa.ArrowException) as exc:
         raise ContractError(f"{path}: not a readable Parquet documents shard ({exc})") from None
-    why = conform_error(schema, DOC_SCHEMA)
+    if columns is None:
+        required = DOC_SCHEMA
+    else:
+        required = pa.schema([DOC_SCHEMA.field(c) if c in DOC_SCHEMA.names else pa.field(c, pa.null())
+                              for c in columns])
+    why = conform_error(schema, required)
     if why:
-        raise ContractError(f"{path}: not a documents shard: {why}")
+        raise ContractError(f"{path}: documents shard {why}")
+
+
+def read_docs(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """A documents shard (every column, or `columns`), checked against the dataset contract's DOC_SCHEMA."""
+    _docs_schema_error(path, columns)
     return read_table(path, columns)
 
 
 def iter_docs(path: str | os.PathLike, columns: list[str], batch_rows: int = 1024) -> Iterator[pa.RecordBatch]:
-    """A documents shard's columns in record batches (bounded memory), after the same schema check as read_docs."""
-    why = conform_error(pq.read_schema(str(path)), DOC_SCHEMA)
-    if why:
-        raise ContractError(f"{path}: not a documents shard: {why}")
-    with pq.ParquetFile(str(path)) as f:
+    """A documents shard's columns in record batches (bounded memory). The schema is checked when this is called,
+    not at the first batch: SentencePiece's trainer, which consumes the batches, would turn the error into its own
+    "INTERNAL: ..." RuntimeError."""
+    _docs_schema_error(path, columns)
+    return _batches(str(path), columns, batch_rows)
+
+
+def _batches(path: str, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    with pq.ParquetFile(path) as f:
         yield from f.iter_batches(batch_size=batch_rows, columns=columns)

@@ -178,8 +178,8 @@ class StageContext:
     def log(self, msg: str) -> None:
         self.progress.log(f"[{self.name}] {msg}")
 
-    def map(self, fn: Callable, items: Sequence[Any], *, num_cpus: float = 1, rows_of: Callable[[Any], int] | None = None,
-            max_retries: int = 3) -> list[Any]:
+    def map(self, fn: Callable, items: Sequence[Any], *, num_cpus: float = 1,
+            rows_of: Callable[[Any], int] | None = None, max_retries: int = 3) -> list[Any]:
         """Run fn(*item) as one Ray task per item, at most `workers` at once; results in item order.
 
         Tasks are retried on worker death (max_retries). Output must not depend on the number of workers.

@@ -30,8 +30,8 @@ def stage_status(cfg: RootBase) -> list[dict[str, Any]]:
             r["state"] = "complete"
             r["rows"] = m.outputs[m.primary].rows
             r["mlflow_run_id"] = m.mlflow_run_id
-            r["outputs"] = {n: {"digest": o.digest, "rows": o.rows, "shards": [f"{plan.uri}/{s.path}" for s in o.shards]}
-                            for n, o in m.outputs.items()}
+            r["outputs"] = {n: {"digest": o.digest, "rows": o.rows,
+                                "shards": [f"{plan.uri}/{s.path}" for s in o.shards]} for n, o in m.outputs.items()}
         elif plan.key is not None and (err := store.failure(name, plan.key)) is not None:
             r["state"] = "failed"
             r["error"] = err

@@ -24,9 +24,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pipelines.dataset import (CHUNK, FAILED, MANIFEST, PARTIAL, ContractError, Manifest, read_manifest,
-                               sha256_file, write_manifest)
-from pipelines.dataset import verify as verify_local
+from pipelines import dataset
+from pipelines.dataset import CHUNK, FAILED, MANIFEST, PARTIAL, Manifest, read_manifest, sha256_file, write_manifest
+from pipelines.io import ContractError, remove_temps, write_bytes
 
 
 class StorageError(RuntimeError):
@@ -157,7 +157,7 @@ class Store:
     def verify(self, stage: str, key: str) -> list[str]:
         """Re-hash every shard against the manifest (streaming the stored objects); one line per bad shard."""
         if not self.remote:
-            return verify_local(self.local_dir(stage, key))
+            return dataset.verify(self.local_dir(stage, key))
         m = self.read_manifest(stage, key)
         if m is None:
             raise ContractError(f"{self.uri(stage, key)}: no {MANIFEST}; the stage is not complete")
@@ -185,13 +185,16 @@ class Store:
 
     # -- the runner's side ------------------------------------------------------------------------------
     def prepare(self, stage: str, key: str, fresh: bool) -> Path:
-        """Make the mirror directory ready for a run; drop the old manifest/FAILED (everything when fresh)."""
+        """Make the mirror directory ready for a run; drop the old manifest/FAILED and the temporary files of
+        writers that died with an earlier attempt (everything when fresh). Nothing of this stage runs yet, so no
+        temporary file under it belongs to a live writer."""
         d = self.local_dir(stage, key)
         if fresh and d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
         (d / FAILED).unlink(missing_ok=True)
         (d / MANIFEST).unlink(missing_ok=True)
+        remove_temps(d)
         if self.remote:
             remote = self.path(stage, key)
             if fresh:
@@ -240,7 +243,7 @@ class Store:
         self._io("uploading to", self.fs.pipe_file, self.path(stage, key, MANIFEST), manifest.to_json().encode())
 
     def mark_failed(self, stage: str, key: str, message: str) -> None:
-        (self.local_dir(stage, key) / FAILED).write_text(message + "\n")
+        write_bytes(self.local_dir(stage, key) / FAILED, (message + "\n").encode())
         if self.remote:
             try:
                 self.fs.pipe_file(self.path(stage, key, FAILED), (message + "\n").encode())

@@ -34,8 +34,9 @@ def run_stage_dirs(client: Any, experiment: str, run_id: str | None) -> tuple[st
     if exp is None:
         raise TraceError(f"no MLflow experiment {experiment!r}: run the pipeline first")
     if run_id is None:
-        runs = client.search_runs([exp.experiment_id], "tags.`zhgpt.kind` = 'pipeline' and attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
+        finished = "tags.`zhgpt.kind` = 'pipeline' and attributes.status = 'FINISHED'"
+        runs = client.search_runs([exp.experiment_id], finished, order_by=["attributes.start_time DESC"],
+                                  max_results=1)
         if not runs:
             raise TraceError(f"pipeline {experiment!r} has no finished run yet")
         run_id = runs[0].info.run_id
@@ -143,7 +144,8 @@ def trace_row(stages: dict[str, tuple[Path, str]], spec: str) -> dict[str, Any]:
     if split not in tok.manifest.outputs or shard >= len(tok.manifest.outputs[split].shards):
         raise TraceError(f"--row {spec}: tokenize has no {split} shard {shard}")
     arrow = tok.dir / tok.manifest.outputs[split].shards[shard].path
-    sidecar = next((s for s in tok.manifest.outputs["rows"].shards if Path(s.path).stem == f"{split}-{shard:05d}"), None)
+    name = f"{split}-{shard:05d}"
+    sidecar = next((s for s in tok.manifest.outputs["rows"].shards if Path(s.path).stem == name), None)
     if sidecar is None:
         raise TraceError(f"--row {spec}: no lineage sidecar for {split} shard {shard}")
     with open(tok.dir / sidecar.path, "rb") as fh:

@@ -12,13 +12,7 @@ the zh-CN text on what dedupe and the model see:
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 CONFIGS = ["none", "t2s", "tw2s", "tw2sp"]
 
@@ -30,10 +24,11 @@ def shingles(text: str, n: int = 5) -> set[str]:
 
 def pairs() -> list[tuple[str, str, str]]:
     """(page, zh-TW text, zh-CN text) for every Debian Reference page published in both scripts."""
-    from tests.realtext import sample_docs
+    from pipelines.testing.realtext import sample_docs
 
     table = sample_docs("usr/share/debian-reference/*.html")
-    by_name = {u.rsplit("/", 1)[1]: t for u, t in zip(table.column("url").to_pylist(), table.column("text").to_pylist())}
+    urls, texts = table.column("url").to_pylist(), table.column("text").to_pylist()
+    by_name = {u.rsplit("/", 1)[1]: t for u, t in zip(urls, texts)}
     return [(n.replace(".zh-tw.html", ""), t, by_name[n.replace("zh-tw", "zh-cn")])
             for n, t in sorted(by_name.items()) if n.endswith(".zh-tw.html") and n.replace("zh-tw", "zh-cn") in by_name]
 

@@ -1,22 +1,31 @@
-"""Shared fixtures: one local Ray for the whole session, configs written to temp dirs.
+"""Shared fixtures: one local Ray for the whole session, configs written to temp dirs; tests using the e2e run
+are marked `e2e` (pyproject.toml lists the markers; `make test-fast` leaves out e2e, slow and cluster tests).
 
-Run: `make test` (or `.venv/bin/python -m pytest -q`).
+Run: `make test` (or `.venv/bin/python -m pytest -q`); `make test-fast` for the unit tests.
+The test-only stages and helpers live in pipelines/testing/, importable by Ray workers like any stage.
 """
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-# Ray workers import test-only stages (tests.stagekit) by name: put the repo root on their path.
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+# Heavy tests in files that the train branch is rewriting (two-rank FSDP, the GPU bench's CPU smoke run, ~15 s):
+# marked slow here until those files carry the mark themselves.
+SLOW_ELSEWHERE = {"test_fsdp2_on_two_ranks_matches_one_process", "test_gpu_bench_script_runs_in_cpu_smoke_mode"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if "e2e_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+        if getattr(item, "originalname", "") in SLOW_ELSEWHERE:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +50,7 @@ def kit_config(tmp_path):
     """A config for the test-only gen -> upper -> count DAG in a fresh work dir."""
 
     def make(**sections) -> Path:
-        data = {"pipeline": "kit", "work_dir": str(tmp_path / "work"), "plugins": ["tests.stagekit"],
+        data = {"pipeline": "kit", "work_dir": str(tmp_path / "work"), "plugins": ["pipelines.testing.stagekit"],
                 "ray": {"workers": 2}, "gen": {"shards": 4, "rows_per_shard": 30}, "upper": {}, "count": {}}
         for k, v in sections.items():
             if isinstance(v, dict) and isinstance(data.get(k), dict):
@@ -68,7 +77,7 @@ def e2e_run(ray_session, tmp_path_factory):
 
     from pipelines.cli import execute
     from pipelines.config import load
-    from tests.realtext import site_root
+    from pipelines.testing.realtext import site_root
 
     d = tmp_path_factory.mktemp("e2e")
     site = d / "site"
@@ -79,11 +88,11 @@ def e2e_run(ray_session, tmp_path_factory):
         shutil.copy(faq / f"{name}.zh-cn.html", site / f"{name}.html")
         links.append(f"{name}.html")
     shutil.copy(faq / "kernel.zh-cn.html", site / "kernel-copy.html")  # an exact duplicate at another URL
-    (site / "short.html").write_text("<html><head><title>短</title></head><body><p>这一页只有一句话。</p></body></html>",
-                                     encoding="utf-8")
+    short = "<html><head><title>短</title></head><body><p>这一页只有一句话。</p></body></html>"
+    (site / "short.html").write_text(short, encoding="utf-8")
     links += ["kernel-copy.html", "short.html"]
-    (site / "index.html").write_text("<html><body>" + "".join(f'<a href="{x}">{x}</a>' for x in links) + "</body></html>",
-                                     encoding="utf-8")
+    index = "<html><body>" + "".join(f'<a href="{x}">{x}</a>' for x in links) + "</body></html>"
+    (site / "index.html").write_text(index, encoding="utf-8")
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass

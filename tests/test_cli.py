@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app, execute
@@ -40,7 +41,8 @@ def test_wrong_type_from_override(kit_config):
 
 
 def test_missing_file(kit_config, tmp_path):
-    line = one_line_error(CliRunner().invoke(app, ["run", str(kit_config(upper={"suffix_file": str(tmp_path / "nope.txt")}))]))
+    cfg = kit_config(upper={"suffix_file": str(tmp_path / "nope.txt")})
+    line = one_line_error(CliRunner().invoke(app, ["run", str(cfg)]))
     assert line.startswith("config error: upper.suffix_file: Path does not point to a file") and "nope.txt" in line
 
 
@@ -92,6 +94,7 @@ def test_verify_names_a_flipped_byte(ray_session, kit_config):
     assert "gen: 6 shard(s) ok" in bad.output
 
 
+@pytest.mark.slow  # a `zhgpt run` subprocess, killed, then two pipeline runs
 def test_sigkill_mid_stage_resumes_to_same_digests(ray_session, kit_config, tmp_path):
     cfg_path = kit_config(gen={"shards": 6})
     ref = execute(load(cfg_path, [f"work_dir={tmp_path / 'ref'}"]))
@@ -110,6 +113,7 @@ def test_sigkill_mid_stage_resumes_to_same_digests(ray_session, kit_config, tmp_
         {n: p.manifest.digests for n, p in ref.plans.items()}
 
 
+@pytest.mark.slow  # starts the MLflow UI server (~15 s)
 def test_ui_serves_the_store(ray_session, kit_config):
     """`zhgpt ui` starts the real MLflow UI on 127.0.0.1 and prints its URL; the runs are served."""
     import socket

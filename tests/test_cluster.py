@@ -99,7 +99,8 @@ def two_node_cluster(tmp_path_factory):
     port = free_port()
     common = ["--block", "--num-cpus", "1", "--disable-usage-stats"]
     head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
-                             f"--temp-dir={d}", "--include-dashboard", "false", f"--ray-client-server-port={free_port()}",
+                             f"--temp-dir={d}", "--include-dashboard", "false",
+                             f"--ray-client-server-port={free_port()}",
                              "--resources", json.dumps({"head_node": 1}), *common], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     procs = [head]
@@ -108,7 +109,8 @@ def two_node_cluster(tmp_path_factory):
         _wait_nodes(address, env, 1)
         procs.append(subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={address}",
                                        "--resources", json.dumps({"worker_node": 1}), *common], env=env,
-                                      stdout=open(d / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
+                                      stdout=open(d / "worker.log", "w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True))
         nodes = _wait_nodes(address, env, 2)
         worker_id = next(n for n, res in nodes.items() if "worker_node" in res)
         yield address, env, procs[1], worker_id
@@ -203,7 +205,8 @@ def test_s3_work_dir_run_cached_rerun_and_verify(ray_session, kit_config, two_no
 
     shutil.rmtree(scratch)  # the datasets must come from S3 now
     out = zhgpt("run", str(cfg_path), "--ray-address", address)
-    assert out.returncode == 0 and "ran nothing; reused gen, upper, count" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert out.returncode == 0 and "ran nothing; reused gen, upper, count" in out.stdout, \
+        out.stdout + out.stderr[-2000:]
     out = zhgpt("run", str(cfg_path), "--ray-address", address, "--force", "count")
     assert out.returncode == 0 and "ran count; reused gen, upper" in out.stdout, out.stdout + out.stderr[-2000:]
     upper = ref.plans["upper"]

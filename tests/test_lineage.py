@@ -20,7 +20,8 @@ def two_runs(ray_session, kit_config):
 
 
 def children(client, parent_id):
-    runs = client.search_runs([client.get_run(parent_id).info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    experiment = client.get_run(parent_id).info.experiment_id
+    runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}'")
     return {r.data.tags["zhgpt.stage"]: r for r in runs}
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from pipelines.stage import OutputSpec, StageSpec
 from stages.clean.config import CleanConfig
+from stages.clean.tables import DOCS_SCHEMA, REJECT_SCHEMA
 
 SPEC = StageSpec(
     name="clean",
     inputs=["crawl"],
     config_model=CleanConfig,
-    outputs=[OutputSpec("docs", "parquet", primary=True), OutputSpec("rejects", "parquet")],
+    outputs=[OutputSpec("docs", "parquet", primary=True, schema=DOCS_SCHEMA),
+             OutputSpec("rejects", "parquet", schema=REJECT_SCHEMA)],
     run="stages.clean.stage:run",
     libraries=["opencc", "fasttext-numpy2-wheel", "numpy"],
     headline=["kept_fraction", "docs_kept"],

@@ -14,7 +14,7 @@ from pipelines.stage import ExternalFile, StageConfig
 from stages.clean.normalise import KEEP_PUNCT
 
 PII_TYPES = ("email", "id_card", "bank_card", "phone", "ipv4", "ipv6")
-BOILERPLATE = ["展开全文", "阅读全文", "查看全文", "显示全文", "更多", "查看更多", "点击查看更多", "加载更多", "返回顶部",
+BOILERPLATE = ["展开全文", "阅读全文", "查看全文", "显示全文", "更多", "查看更多", "点击查看更多", "加载更多", "返回顶部",  # noqa: E501
                "回到顶部", "返回首页", "上一篇", "下一篇", "上一页", "下一页", "上一章", "下一章", "分享到", "打印本页",
                "关闭窗口", "收藏本站", "设为首页", "展開全文", "閱讀全文", "更多內容", "返回頂部", "回到頂部"]
 
@@ -25,7 +25,8 @@ class CleanConfig(StageConfig):
     # --- normalisation ---
     nfkc: bool = Field(True, description="Unicode NFKC (full-width letters/digits to half-width, ligatures, U+3000)")
     keep_punct: str = Field(KEEP_PUNCT, description="characters NFKC must leave alone (Chinese full-width "
-                            "punctuation it would turn into ASCII); 。、「」『』【】《》 are not touched by NFKC anyway")
+                            "punctuation it would turn into ASCII); 。、「」『』【】《》 are not touched by "
+                            "NFKC anyway")
     halfwidth: bool = Field(True, description="full-width ASCII letters/digits to half-width when nfkc is off")
     remove_invisible: bool = Field(True, description="drop control and zero-width characters (U+200B, BOM, ...)")
     fold_whitespace: bool = Field(True, description="runs of blanks -> one space; 3+ newlines -> one blank line")
@@ -71,8 +72,8 @@ class CleanConfig(StageConfig):
     max_digit_ratio: Optional[float] = Field(0.30, ge=0, le=1, description="MAP-CC digits <= 0.3")
     max_symbol_ratio: Optional[float] = Field(0.10, ge=0, le=1, description="MAP-CC hashtag/ellipsis <= 0.1, "
                                               "applied to all Unicode symbols and #")
-    min_unique_char_ratio: Optional[float] = Field(0.10, ge=0, le=1, description="MAP-CC > 0.1; averaged over 1 000-char "
-                                                   "windows so long documents are not penalised")
+    min_unique_char_ratio: Optional[float] = Field(0.10, ge=0, le=1, description="MAP-CC > 0.1; averaged over "
+                                                   "1 000-char windows so long documents are not penalised")
     min_char_entropy: Optional[float] = Field(3.0, ge=0, description="MAP-CC unigram char entropy >= 3 bits")
     sensitive_words: Optional[ExternalFile] = Field(None, description="UTF-8 file, one word per line (# comments)")
     max_sensitive_per_line: Optional[float] = Field(0.5, ge=0, description="CWT: distinct hits per line > 0.5 drops")

@@ -25,11 +25,8 @@ from stages.clean.lines import filter_lines
 from stages.clean.normalise import normalise
 from stages.clean.pii import mask_pii
 from stages.clean.script import Converter, LangId, traditional_fraction
+from stages.clean.tables import REJECT_SCHEMA
 
-REJECT_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("source_name", pa.string()),
-                           ("rule", pa.string()), ("value", pa.float64()), ("threshold", pa.float64())])
-ADDED = ([("converted", pa.string())] + [(f"pii_{k}", pa.int32()) for k in PII_TYPES]
-         + [("lines_removed", pa.int32())])
 Rule = Callable[[rules.Doc], rules.Result]
 
 
@@ -51,7 +48,8 @@ class SensitiveWords:
 
     def __init__(self, path: str):
         words = {w.strip() for w in open(path, encoding="utf-8") if w.strip() and not w.startswith("#")}
-        self.pattern = re.compile("|".join(map(re.escape, sorted(words, key=lambda w: (-len(w), w))))) if words else None
+        longest_first = sorted(words, key=lambda w: (-len(w), w))
+        self.pattern = re.compile("|".join(map(re.escape, longest_first))) if words else None
 
     def per_line(self, doc: rules.Doc, threshold: float) -> rules.Result:
         """CWT's measure: distinct words found in the document over its number of lines."""

@@ -111,8 +111,8 @@ _CHECKS = {
 # candidate first character, so they scan at 7-20 MB/s; a gate that opens with a character class scans at
 # 60-200 MB/s, and most documents fail it (Debian docs: 3 in 218 have an 11-digit run).
 _LONG_NUMBER = re.compile(r"[0-9]{3}[ -]?[0-9]{4}[ -]?[0-9]{4}")
-_GATES = {"email": "@", "ipv6": re.compile(r":[0-9A-Fa-f]{0,4}:"), "id_card": _LONG_NUMBER, "bank_card": _LONG_NUMBER, "phone": _LONG_NUMBER,
-          "ipv4": re.compile(r"[0-9]\.[0-9]{1,3}\.[0-9]")}
+_GATES = {"email": "@", "ipv6": re.compile(r":[0-9A-Fa-f]{0,4}:"), "id_card": _LONG_NUMBER,
+          "bank_card": _LONG_NUMBER, "phone": _LONG_NUMBER, "ipv4": re.compile(r"[0-9]\.[0-9]{1,3}\.[0-9]")}
 
 
 def _gate_open(kind: str, text: str) -> bool:

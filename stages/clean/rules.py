@@ -15,8 +15,8 @@ from functools import cached_property
 
 import numpy as np
 
-from stages.clean.ngrams import char_stats, ngram_stats
 from pipelines.text import CJK, DIGIT, HANGUL, KANA, LETTER, SPACE, SYMBOL, char_classes, codepoints
+from stages.clean.ngrams import char_stats, ngram_stats
 
 Result = tuple[bool, str, float]
 # A line "ends a sentence" when its last character (after closing quotes/brackets) is one of these:

@@ -1,15 +1,16 @@
 """The clean stage's Ray fan-out: one task per input shard, each writing one docs and one rejects shard.
 
-Run through the pipeline (`zhgpt run CONFIG`) or tests/helpers.run_stage("clean", cfg, {"crawl": data}, out).
+Run through the pipeline (`zhgpt run CONFIG`) or in tests with
+pipelines.testing.helpers.run_stage("clean", cfg, {"crawl": data}, out).
 """
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 from pipelines.dataset import ShardInfo, write_file, write_parquet
 from pipelines.io import read_docs
 from pipelines.stage import StageContext, StageResult
+from pipelines.stats import Stats
 from stages.clean.config import CleanConfig
 from stages.clean.core import Cleaner, clean_table, line_filter_on, rule_names
 
@@ -22,14 +23,13 @@ def clean_shard(i: int, path: str, cfg: CleanConfig, out_dir: str) -> tuple[Shar
 
 
 def summarise(parts: list[dict], cfg: CleanConfig) -> dict[str, float]:
-    total: Counter = Counter({f"rejected.{n}": 0 for n in rule_names(cfg)})
-    total.update({f"pii.{k}": 0 for k in cfg.pii or ()})
+    """The tasks' counts summed (every rule the config switches on appears, at 0 when it dropped nothing), plus
+    the kept and rejected totals and the kept fraction."""
+    zeros = {f"rejected.{n}": 0 for n in rule_names(cfg)} | {f"pii.{k}": 0 for k in cfg.pii or ()}
     if line_filter_on(cfg):
-        total.update({"line_chars_removed": 0, "lines_removed.line_drop_table_rows": 0,
-                      "lines_removed.line_min_cjk_ratio": 0})
-    for p in parts:
-        total.update(p)
-    stats = {k: float(v) for k, v in sorted(total.items())}
+        zeros |= {"line_chars_removed": 0, "lines_removed.line_drop_table_rows": 0,
+                  "lines_removed.line_min_cjk_ratio": 0}
+    stats = Stats.total(parts, **zeros).flat()
     stats["docs_kept"] = stats.get("docs_kept", 0.0)
     stats["docs_rejected"] = stats.get("docs_in", 0.0) - stats["docs_kept"]
     stats["kept_fraction"] = round(stats["docs_kept"] / stats["docs_in"], 6) if stats.get("docs_in") else 0.0

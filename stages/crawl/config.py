@@ -27,7 +27,8 @@ class ExtractConfig(BaseModel):
 
 class _Source(BaseModel):
     model_config = _FORBID
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="carried by every doc as source_name")
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="carried by every doc as source_name")
     provenance: Optional[ExternalFile] = Field(None, description="a TSV (package, version, file, sha256) recorded in "
                                                "the manifest; its content joins the cache key")
 

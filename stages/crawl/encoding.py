@@ -30,7 +30,8 @@ from dataclasses import dataclass
 ALIASES = {
     **dict.fromkeys(["gb2312", "gbk", "x-gbk", "chinese", "csgb2312", "iso-ir-58", "gb_2312-80", "gb_2312", "cp936",
                      "ms936", "windows-936", "gb18030", "euc-cn", "hz-gb-2312"], "gb18030"),
-    **dict.fromkeys(["big5", "big5-hkscs", "big5hkscs", "cn-big5", "x-x-big5", "csbig5", "cp950", "x-big5"], "big5hkscs"),
+    **dict.fromkeys(["big5", "big5-hkscs", "big5hkscs", "cn-big5", "x-x-big5", "csbig5", "cp950", "x-big5"],
+                    "big5hkscs"),
     **dict.fromkeys(["utf-8", "utf8", "utf_8", "unicode-1-1-utf-8", "unicode20utf8", "x-unicode20utf8"], "utf-8"),
     # WHATWG: latin1 and ascii labels mean windows-1252.
     **dict.fromkeys(["iso-8859-1", "latin1", "latin-1", "ascii", "us-ascii", "l1", "cp1252", "windows-1252"], "cp1252"),

@@ -81,7 +81,8 @@ def _parse(text: str):
 # A relative href that joins by concatenation: no scheme, not protocol-relative, no dot segments, and only
 # characters normalize_url would leave alone. ~95% of the sample site's hrefs; joining them this way instead of
 # urljoin + urlsplit cuts link handling from ~4.5 to ~1 ms per page (bench/crawl.py).
-_SIMPLE_REL = re.compile(r"^(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[A-Za-z0-9_~!$&'()*+,;=@%/-][A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
+_SIMPLE_REL = re.compile(r"^(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)"  # no scheme, not protocol-relative
+                         r"[A-Za-z0-9_~!$&'()*+,;=@%/-][A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
 
 
 def _links(tree, base: str) -> list[str]:

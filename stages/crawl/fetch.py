@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import socket
 import time
 import zlib
@@ -20,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipelines.io import read_json, write_json
 from stages.crawl.extract import is_html_type
 from stages.crawl.frontier import normalize_url
 from stages.crawl.robots import Robots
@@ -248,12 +248,9 @@ class Fetcher:
     async def _load_robots(self, origin: str) -> Robots:
         cache = self.robots_dir / (origin.replace("://", "_").replace(":", "_").replace("/", "_") + ".json")
         if cache.exists():
-            return Robots(**json.loads(cache.read_text(encoding="utf-8")))
+            return Robots(**read_json(cache))
         robots = await self._fetch_robots(origin)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(robots.to_dict(), ensure_ascii=False), encoding="utf-8")
-        tmp.replace(cache)
+        write_json(cache, robots.to_dict())
         return robots
 
     async def _fetch_robots(self, origin: str) -> Robots:

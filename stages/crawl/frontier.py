@@ -14,6 +14,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
+from pipelines.stats import Stats
+
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
@@ -168,8 +170,7 @@ def advance(state: CrawlState, results: list[dict]) -> None:
         for url, referrer in res["links"]:
             if url not in seen and (url not in nxt or referrer < nxt[url]):
                 nxt[url] = referrer
-        for k, v in res["counts"].items():
-            state.counts[k] = state.counts.get(k, 0) + v
+        state.counts = Stats(state.counts).add(res["counts"])
         state.host_ready.update(res.get("ready", {}))
     state.seen = sorted(seen)
     state.candidates = [[u, r] for u, r in sorted(nxt.items())]

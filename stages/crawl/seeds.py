@@ -5,29 +5,23 @@ runs one Ray task per host partition (`crawl_partition`), folds the results in a
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipelines.dataset import ShardInfo, adopt_file, doc_id, write_parquet
+from pipelines.dataset import ParquetRows, ShardInfo, doc_id, table_of, write_parquet
 from pipelines.faults import fault_point
+from pipelines.io import read_json, write_json
+from pipelines.stats import Stats
 from stages.crawl.extract import process_html
 from stages.crawl.fetch import Fetcher
 from stages.crawl.frontier import CrawlState, Scope, advance, host_of, normalize_url, plan_round
-from stages.crawl.tables import DOCS_SCHEMA, LOG_SCHEMA, ParquetRows, table_of
+from stages.crawl.tables import DOCS_SCHEMA, LOG_SCHEMA
 from stages.crawl.warc import WarcShard
+
 
 def _now(cfg) -> str:
     return cfg.fetched_at or datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _save_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class _Round:
@@ -41,7 +35,7 @@ class _Round:
         self.logs: list[dict] = []
         self.links: dict[str, str] = {}
         self.final_urls: list[str] = []
-        self.counts: dict[str, int] = {}
+        self.counts = Stats()  # URLs by fate
 
     def commit(self, url: str, referrer: str, f) -> None:
         now = _now(self.cfg)
@@ -51,7 +45,7 @@ class _Round:
             self._page(row, f, now)
         if f.final_url and f.final_url != url:
             self.final_urls.append(f.final_url)
-        self.counts[row["fate"]] = self.counts.get(row["fate"], 0) + 1
+        self.counts.add({row["fate"]: 1})
         self.logs.append(row)
 
     def _page(self, row: dict, f, now: str) -> None:
@@ -67,16 +61,15 @@ class _Round:
             return
         row["id"] = doc_id(f.final_url, page.text)
         self.docs.add({"id": row["id"], "source_name": self.src.name, "url": f.final_url,
-                          "source": f"warc:{self.warc.rel}@{offset}", "fetched_at": now, "title": page.title,
-                          "text": page.text, "status": f.status, "undecodable": page.undecodable,
-                          **page.charset_columns(),
-                          "warc_file": self.warc.rel, "warc_offset": offset, "depth": self.rnd})
+                       "source": f"warc:{self.warc.rel}@{offset}", "fetched_at": now, "title": page.title,
+                       "text": page.text, "status": f.status, "undecodable": page.undecodable,
+                       **page.charset_columns(),
+                       "warc_file": self.warc.rel, "warc_offset": offset, "depth": self.rnd})
 
     def finish(self, out_dir: str) -> dict:
-        self.warc.close()
         shards = {"docs": [self.docs.close()],
                   "log": [write_parquet(table_of(self.logs, LOG_SCHEMA), out_dir, f"log/{self.rel}.parquet")],
-                  "warc": [adopt_file(out_dir, self.warc.rel, self.warc.records)]}
+                  "warc": [self.warc.close()]}
         return {"shards": {k: [vars(s) for s in v] for k, v in shards.items()},
                 "links": [list(kv) for kv in sorted(self.links.items())], "final_urls": sorted(self.final_urls),
                 "counts": self.counts, "ready": {}}
@@ -88,12 +81,12 @@ def crawl_partition(src, cfg, rnd: int, part: int, items: list[list], out_dir: s
     rel = f"{src.name}-r{rnd:03d}-p{part:03d}"
     marker = Path(partial) / "rounds" / f"{rel}.json"
     if marker.exists():  # finished before a kill: nothing is fetched twice
-        return json.loads(marker.read_text(encoding="utf-8"))
+        return read_json(marker)
     rnd_out = _Round(src, cfg, rnd, out_dir, rel)
     ready = asyncio.run(_fetch_all(src, cfg, items, rnd_out, Path(partial) / "robots", ready or {}))
     result = rnd_out.finish(out_dir)
     result["ready"] = ready
-    _save_json(marker, result)
+    write_json(marker, result)
     return result
 
 
@@ -126,25 +119,26 @@ def run_seeds(ctx, idx: int, src) -> tuple[dict[str, list[ShardInfo]], dict[str,
     """Crawl one seeds source round by round; return its shards in round order and its counts by fate."""
     cfg, partial = ctx.cfg, ctx.partial_dir / src.name
     ckpt = partial / "state.json"
-    state = CrawlState(**json.loads(ckpt.read_text(encoding="utf-8"))) if ckpt.exists() else \
+    state = CrawlState(**read_json(ckpt)) if ckpt.exists() else \
         CrawlState(candidates=[[s, ""] for s in src.seeds])
     scope = Scope.of(src, [normalize_url(s)[0] or s for s in src.seeds])
     while state.candidates:
         plan, refused = plan_round(state, scope, cfg.partitions)
         if refused:
             rows = [{**r, "source_name": src.name} for r in refused]
-            info = write_parquet(table_of(rows, LOG_SCHEMA), ctx.out_dir, f"log/{src.name}-r{state.round:03d}-plan.parquet")
+            rel = f"log/{src.name}-r{state.round:03d}-plan.parquet"
+            info = write_parquet(table_of(rows, LOG_SCHEMA), ctx.out_dir, rel)
             state.shards["log"].append(vars(info))
-            state.counts.update({f: state.counts.get(f, 0) + sum(r["fate"] == f for r in refused)
-                                 for f in {r["fate"] for r in refused}})
+            state.counts = Stats(state.counts).add(Stats.total({r["fate"]: 1} for r in refused))
         items = [(src, cfg, state.round, p, urls, str(ctx.out_dir), str(partial), _ready_for(state, urls))
                  for p, urls in plan.items()]
-        ctx.log(f"{src.name}: round {state.round}: {sum(len(u) for u in plan.values())} URLs in {len(items)} partition(s)")
+        n_urls = sum(len(u) for u in plan.values())
+        ctx.log(f"{src.name}: round {state.round}: {n_urls} URLs in {len(items)} partition(s)")
         results = ctx.map(crawl_partition, items, rows_of=lambda r: r["shards"]["docs"][0]["rows"]) if items else []
         for res in results:
             for k, infos in res["shards"].items():
                 state.shards[k].extend(infos)
         advance(state, results)
-        _save_json(ckpt, state.to_dict())
+        write_json(ckpt, state.to_dict())
         fault_point("crawl.round", state.round - 1)  # test hook: after the round is checkpointed
     return {k: [ShardInfo(**d) for d in v] for k, v in state.shards.items()}, state.counts

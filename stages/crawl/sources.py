@@ -9,9 +9,10 @@ import json
 import os
 from pathlib import Path
 
-from pipelines.dataset import doc_id, write_parquet
+from pipelines.dataset import doc_id, table_of, write_parquet
+from pipelines.stats import Stats
 from stages.crawl.extract import is_html_type, process_html, process_text
-from stages.crawl.tables import DOCS_SCHEMA, LOG_SCHEMA, table_of
+from stages.crawl.tables import DOCS_SCHEMA, LOG_SCHEMA
 from stages.crawl.warc import iter_records
 
 HTML_EXT = (".html", ".htm", ".xhtml")
@@ -51,11 +52,9 @@ def _expand_remote(p: str) -> list[str]:
 
 
 def _shard(rows: list[dict], logs: list[dict], out_dir: str, rel: str) -> dict:
-    counts: dict[str, int] = {}
-    for r in logs:
-        counts[r["fate"]] = counts.get(r["fate"], 0) + 1
     return {"docs": [write_parquet(table_of(rows, DOCS_SCHEMA), out_dir, f"docs/{rel}.parquet")],
-            "log": [write_parquet(table_of(logs, LOG_SCHEMA), out_dir, f"log/{rel}.parquet")], "counts": counts}
+            "log": [write_parquet(table_of(logs, LOG_SCHEMA), out_dir, f"log/{rel}.parquet")],
+            "counts": Stats.total({r["fate"]: 1} for r in logs)}
 
 
 def _at(path: str, cwd: str) -> str:
@@ -76,10 +75,10 @@ def warc_file_task(src, xcfg, path: str, rel: str, out_dir: str, cwd: str) -> di
         log.update(fate=page.fate, reason=page.reason, **page.charset_columns())
         if page.fate == "fetched":
             log["id"] = doc_id(rec.url, page.text)
-            rows.append({"id": log["id"], "source_name": src.name, "url": rec.url, "source": f"warc:{path}@{rec.offset}",
-                         "fetched_at": rec.date, "title": page.title, "text": page.text, "status": rec.status,
-                         **page.charset_columns(), "undecodable": page.undecodable, "warc_file": path,
-                         "warc_offset": rec.offset})
+            rows.append({"id": log["id"], "source_name": src.name, "url": rec.url,
+                         "source": f"warc:{path}@{rec.offset}", "fetched_at": rec.date, "title": page.title,
+                         "text": page.text, "status": rec.status, **page.charset_columns(),
+                         "undecodable": page.undecodable, "warc_file": path, "warc_offset": rec.offset})
         logs.append(log)
     return _shard(rows, logs, out_dir, rel)
 
@@ -158,8 +157,5 @@ def run_sources(ctx, src) -> tuple[dict[str, list], dict[str, int]]:
     else:
         items = [(src, xcfg, g, f"{src.name}-f{i:05d}", out_dir, cwd) for i, g in enumerate(plan_files(src))]
         results = ctx.map(files_task, items, rows_of=lambda r: r["docs"][0].rows)
-    counts: dict[str, int] = {}
-    for r in results:
-        for k, v in r["counts"].items():
-            counts[k] = counts.get(k, 0) + v
+    counts = Stats.total(r["counts"] for r in results)
     return {"docs": [s for r in results for s in r["docs"]], "log": [s for r in results for s in r["log"]]}, counts

@@ -1,5 +1,7 @@
 """The crawl stage's run(): every source in config order (a seeds crawl, or WARC / local files fanned out over Ray),
 its shards gathered in order, counts per URL fate in the stats.
+
+Run it through the pipeline (`zhgpt run CONFIG`, section `crawl:`); tests: tests/stages/test_crawl*.py.
 """
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import csv
 from pathlib import Path
 
 from pipelines.stage import StageContext, StageResult
+from pipelines.stats import Stats
 
 FATES = ["fetched", "no_text", "not_text", "not_html", "robots", "blocked", "error", "out_of_scope", "invalid",
          "max_pages", "undecodable"]
@@ -20,8 +23,8 @@ def provenance(path: Path) -> list[dict]:
 
 
 def _empty_docs(ctx: StageContext):
-    from pipelines.dataset import write_parquet
-    from stages.crawl.tables import DOCS_SCHEMA, LOG_SCHEMA, table_of
+    from pipelines.dataset import table_of, write_parquet
+    from stages.crawl.tables import DOCS_SCHEMA, LOG_SCHEMA
 
     return (write_parquet(table_of([], DOCS_SCHEMA), ctx.out_dir, "docs/empty.parquet"),
             write_parquet(table_of([], LOG_SCHEMA), ctx.out_dir, "log/empty.parquet"))
@@ -33,7 +36,7 @@ def run(ctx: StageContext) -> StageResult:
 
     outputs: dict[str, list] = {"docs": [], "log": [], "warc": []}
     # Every fate has a metric, zero included, so MLflow's Compare view has no blanks between runs.
-    counts: dict[str, int] = dict.fromkeys(FATES, 0)
+    counts = Stats(dict.fromkeys(FATES, 0))
     extra: dict = {"provenance": {}}
     for i, src in enumerate(ctx.cfg.sources):
         if src.provenance is not None:
@@ -41,8 +44,7 @@ def run(ctx: StageContext) -> StageResult:
         shards, got = run_seeds(ctx, i, src) if src.type == "seeds" else run_sources(ctx, src)
         for k, v in shards.items():
             outputs[k].extend(v)
-        for k, v in got.items():
-            counts[k] = counts.get(k, 0) + v
+        counts.add(got)
     if not outputs["docs"]:  # downstream stages read a schema even from an empty crawl
         docs, log = _empty_docs(ctx)
         outputs["docs"].append(docs)

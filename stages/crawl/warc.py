@@ -2,7 +2,10 @@
 and the `warc` source's reader (Common Crawl WARC and WET files, local or through fsspec).
 
 Records are gzipped one by one, so a document's (file, offset) is a random-access address:
-    python -c "from warcio.archiveiterator import ArchiveIterator as A; f=open(P,'rb'); f.seek(OFF); print(next(iter(A(f))).rec_headers)"
+    from warcio.archiveiterator import ArchiveIterator
+    with open(path, "rb") as f:
+        f.seek(offset)
+        print(next(iter(ArchiveIterator(f))).rec_headers)
 Record ids are uuid5 of (URL, date, payload digest) and gzip headers carry no mtime, so equal crawls give
 byte-identical files.
 """
@@ -12,9 +15,13 @@ import hashlib
 import io
 import os
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from pipelines.dataset import ShardInfo
+from pipelines.io import atomic_path
 
 # Transfer-level headers describe bytes that are no longer in the record (the payload is stored decoded, as
 # Common Crawl does); they are kept under these names for the record's sake.
@@ -28,16 +35,15 @@ def record_id(url: str, date: str, body: bytes) -> str:
 
 
 class WarcShard:
-    """An append-only WARC/1.1 gz file written under a temporary name and renamed by `close()`."""
+    """An append-only WARC/1.1 gz file written under a temporary name and renamed into place by `close()`."""
 
     def __init__(self, stage_dir: str | os.PathLike, rel: str, info: dict[str, str]):
         from warcio.warcwriter import WARCWriter
 
         self.stage_dir, self.rel = Path(stage_dir), rel
-        self.final = self.stage_dir / rel
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.final.with_name(f".{self.final.name}.tmp-{os.getpid()}")
-        self.fh = open(self.tmp, "wb")
+        self._file = ExitStack()  # holds the file's atomic_path open; close() exits it, renaming the file into place
+        tmp = self._file.enter_context(atomic_path(self.stage_dir / rel))
+        self.fh = self._file.enter_context(open(tmp, "wb"))
         self.writer = WARCWriter(self.fh, gzip=True, warc_version="1.1")
         self.records = 0
         body = "".join(f"{k}: {v}\r\n" for k, v in info.items()).encode()
@@ -65,9 +71,9 @@ class WarcShard:
         self.records += 1
         return self._write(url, "response", body, date, http)
 
-    def close(self) -> None:
-        self.fh.close()
-        os.replace(self.tmp, self.final)
+    def close(self) -> ShardInfo:
+        self._file.close()  # the file handle first, then the rename
+        return ShardInfo.of(self.stage_dir, self.rel, self.records)
 
 
 @dataclass

@@ -13,14 +13,17 @@ tests/stages/test_dedupe*.py`; benchmark: `.venv/bin/python bench/dedupe.py`.
 """
 from __future__ import annotations
 
+from pipelines.dataset import DOC_SCHEMA
 from pipelines.stage import OutputSpec, StageSpec
 from stages.dedupe.config import DedupeConfig
+from stages.dedupe.tables import DUP_SCHEMA
 
 SPEC = StageSpec(
     name="dedupe",
     inputs=["clean"],
     config_model=DedupeConfig,
-    outputs=[OutputSpec("docs", "parquet", primary=True), OutputSpec("duplicates", "parquet")],
+    outputs=[OutputSpec("docs", "parquet", primary=True, schema=DOC_SCHEMA),
+             OutputSpec("duplicates", "parquet", schema=DUP_SCHEMA)],
     run="stages.dedupe.stage:run",
     libraries=["numpy"],
     headline=["exact_dups", "near_dups", "against_dups", "kept_fraction", "chain_drift"],

@@ -2,8 +2,9 @@
 
 pyarrow imports pandas (~0.45 CPU-s) the first time a process calls pa.array(), pa.table() on numpy or Python
 values, Array.to_numpy(), a compute function with a Python scalar (fill_null("")), pq.read_table() (shards are
-read with pipelines.io.read_table, which avoids it), Table.group_by() or Table.join(). Every fresh Ray worker would pay that once, so the dedupe tasks convert
-through buffers here instead. The values are the same as pa.array()'s and to_numpy()'s.
+read with pipelines.io.read_table, which avoids it), Table.group_by() or Table.join(). Every fresh Ray worker would
+pay that once, so the dedupe tasks convert through buffers here instead. The values are the same as pa.array()'s
+and to_numpy()'s.
 """
 from __future__ import annotations
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipelines.io import read_table, write_ipc
 from stages.dedupe import components as cc
 from stages.dedupe.arrow import col, nd, table
 from stages.dedupe.sources import gid_source
-from stages.dedupe.tasks import read_all, read_ipc, write_ipc
+from stages.dedupe.tasks import read_all
 
 
 def _write_routed(routed, out: Path, q: int) -> None:
@@ -45,8 +46,8 @@ def small_round(r: int, q: int, root: str, partitions: int) -> int:
 def resolve(q: int, r: int, root: str, partitions: int) -> int:
     """Attach node attributes to the final labels and route each node to its component's partition."""
     root_p = Path(root)
-    lab = read_ipc(root_p / "cc" / f"labels-{r:03d}" / f"p-{q:04d}.arrow")
-    nodes = [read_ipc(p) for p in sorted(root_p.glob(f"nodes/v-*/p-{q:04d}.arrow"))]
+    lab = read_table(root_p / "cc" / f"labels-{r:03d}" / f"p-{q:04d}.arrow")
+    nodes = [read_table(p) for p in sorted(root_p.glob(f"nodes/v-*/p-{q:04d}.arrow"))]
     # a gid's attributes are the same in every file that names it: keep one row per gid, then join on gid
     attrs = pa.concat_tables(nodes).sort_by("gid")
     agid = nd(attrs.column("gid"))
@@ -67,7 +68,7 @@ def resolve(q: int, r: int, root: str, partitions: int) -> int:
 def keep(q: int, root: str, sample: int) -> dict:
     """Pick each component's kept document; route removed input documents to the writer of their shard."""
     root_p = Path(root)
-    parts = [read_ipc(p) for p in sorted(root_p.glob(f"resolve/from-*/p-{q:04d}.arrow"))]
+    parts = [read_table(p) for p in sorted(root_p.glob(f"resolve/from-*/p-{q:04d}.arrow"))]
     t = pa.concat_tables(parts) if parts else None
     if t is None or t.num_rows == 0:
         return {"clusters": 0, "largest": 0, "sample": []}

@@ -1,4 +1,4 @@
-"""The dedupe stage's config: Chinese-first defaults (character 5-grams of normalised text, threshold 0.8).
+"""The dedupe stage's config: Chinese-first defaults (character 5-grams of the canonical text, threshold 0.8).
 
 Importing it is cheap (pydantic only); the banding maths is imported when a config asks for it.
 """
@@ -13,14 +13,15 @@ from pipelines.stage import ExternalPath, StageConfig
 
 
 class DedupeConfig(StageConfig):
-    """Chinese-first defaults: character 5-grams of normalised text (no word splitting), threshold 0.8."""
+    """Chinese-first defaults: character 5-grams of the canonical text (no word splitting), threshold 0.8."""
 
     EXEC_FIELDS: ClassVar[frozenset[str]] = frozenset({"partitions", "max_cc_rounds"})
 
-    exact: bool = Field(True, description="remove documents whose normalised text is identical")
+    exact: bool = Field(True, description="remove documents whose canonical text (stages/dedupe/canonical.py) is "
+                        "identical")
     threshold: Optional[float] = Field(0.8, gt=0, le=1, description="Jaccard a verified near-duplicate pair must "
                                        "reach; None switches near-duplicate removal off (exact only)")
-    ngram: int = Field(5, ge=1, le=13, description="shingle = n consecutive characters of the normalised text")
+    ngram: int = Field(5, ge=1, le=13, description="shingle = n consecutive characters of the canonical text")
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations")
     seed: int = Field(1, ge=0, description="permutation seed (datasketch's default is 1)")
     hashfunc: Literal["xxh32", "sha1"] = Field("xxh32", description="shingle hash: xxh32 equals datasketch "

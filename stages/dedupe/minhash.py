@@ -133,7 +133,8 @@ def _le32(d, i):
 
 @nb.njit(cache=True)
 def xxh32(d, lo, hi):
-    """xxHash32 (seed 0) of d[lo:hi], equal to `xxhash.xxh32_intdigest`; ~25 ns for a 15-byte shingle vs ~290 for SHA-1."""
+    """xxHash32 (seed 0) of d[lo:hi], equal to `xxhash.xxh32_intdigest`; ~25 ns for a 15-byte shingle vs ~290 for
+    SHA-1."""
     length, p = hi - lo, lo
     if length >= 16:
         v1, v2, v3, v4 = (_P1 + _P2) & _M32, _P2, _U(0), (_U(1 << 32) - _P1) & _M32
@@ -248,7 +249,8 @@ def drop_chars(data, offsets, mask):
             elif b0 < 0xE0:
                 size, cp = 2, ((b0 & 0x1F) << 6) | (np.int64(data[j + 1]) & 0x3F)
             elif b0 < 0xF0:
-                size, cp = 3, ((b0 & 0x0F) << 12) | ((np.int64(data[j + 1]) & 0x3F) << 6) | (np.int64(data[j + 2]) & 0x3F)
+                size = 3
+                cp = ((b0 & 0x0F) << 12) | ((np.int64(data[j + 1]) & 0x3F) << 6) | (np.int64(data[j + 2]) & 0x3F)
             else:
                 size = 4
                 cp = (((b0 & 0x07) << 18) | ((np.int64(data[j + 1]) & 0x3F) << 12)
@@ -315,9 +317,9 @@ def jaccard_sorted(x, y) -> float:
     return inter / union if union else 1.0
 
 
-def shingles(normalised: str, n: int) -> list[str]:
-    """The character n-grams of a normalised text (what the kernel hashes); empty below n characters."""
-    return [normalised[i:i + n] for i in range(len(normalised) - n + 1)]
+def shingles(text: str, n: int) -> list[str]:
+    """The character n-grams of a canonical text (what the kernel hashes); empty below n characters."""
+    return [text[i:i + n] for i in range(len(text) - n + 1)]
 
 
 if __name__ == "__main__":

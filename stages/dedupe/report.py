@@ -12,9 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.io import read_table, write_bytes
 from stages.dedupe.arrow import col
 from stages.dedupe.sources import Source, gid_row, gid_source, read_source
-from stages.dedupe.tasks import SigFiles, read_ipc, similarity
+from stages.dedupe.tasks import SigFiles, similarity
 
 SHOW_CHARS = 400  # per text: enough to see the shared passage, small enough for 20 clusters in one page
 SHOW_REMOVED = 4  # removed documents shown per cluster
@@ -34,7 +35,7 @@ def write_clusters_html(out_dir: Path, name: str, sample: list[tuple[int, str, i
                         sources: list[Source]) -> str:
     """Write `name` under out_dir for clusters given as (size, kept id, kept gid); returns its relative path."""
     kept_gids = np.array([c[2] for c in sample], np.int64)
-    mem = pa.concat_tables([read_ipc(p) for p in sorted(Path(root).glob("members/from-*/s-*.arrow"))])
+    mem = pa.concat_tables([read_table(p) for p in sorted(Path(root).glob("members/from-*/s-*.arrow"))])
     mem = mem.filter(pc.is_in(mem.column("kept_gid"), col(kept_gids)))
     mem = mem.sort_by([("kept_gid", "ascending"), ("gid", "ascending")])
     by_kept: dict[int, list[int]] = {}
@@ -49,11 +50,12 @@ def write_clusters_html(out_dir: Path, name: str, sample: list[tuple[int, str, i
     rows = []
     for size, kept_id, kg in sample:
         cells = "".join(f"<div class=r><b>J={j_of[g]:.3f}</b> {_cut(texts[g])}</div>" for g in by_kept.get(kg, []))
-        rows.append(f"<tr><td><b>{html.escape(kept_id)}</b> ({size} docs)<br>{_cut(texts[kg])}</td><td>{cells}</td></tr>")
+        kept = f"<b>{html.escape(kept_id)}</b> ({size} docs)<br>{_cut(texts[kg])}"
+        rows.append(f"<tr><td>{kept}</td><td>{cells}</td></tr>")
     page = ("<!doctype html><meta charset=utf-8><title>dedupe clusters</title><style>td{vertical-align:top;"
             "width:50%;border:1px solid #ccc;padding:4px;font-size:13px}.r{margin-bottom:6px}</style>"
             "<table><tr><th>kept</th><th>removed (Jaccard to kept)</th></tr>" + "".join(rows) + "</table>")
-    (Path(out_dir) / name).write_text(page, encoding="utf-8")
+    write_bytes(Path(out_dir) / name, page.encode("utf-8"))
     return name
 
 

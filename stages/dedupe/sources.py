@@ -1,5 +1,6 @@
 """Where dedupe's documents come from: the input shards, and `against:` sources (earlier dedupe outputs,
-evaluation corpora as .jsonl/.parquet files). Each becomes a list of `Source`s read as (id, url, text) tables.
+evaluation corpora as .jsonl/.parquet files). Each becomes a list of `Source`s read as (id, url, text) tables:
+documents shards through the shared documents reader, evaluation files as the user wrote them.
 
 Documents get a global id `gid = source index << 32 | row` (inputs first, then against sources), so every
 task names a document the same way whatever the number of workers.
@@ -15,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.dataset import ContractError, StageData, doc_id
-from pipelines.io import read_table
+from pipelines.io import read_docs, read_table
 
 ROW_BITS = 32
 
@@ -26,6 +27,7 @@ class Source:
     against: bool = False
     name: str = ""  # the against entry it came from (for per-source counts)
     text_column: str = "text"
+    docs: bool = True  # a documents shard (input, or an earlier dedupe output); False: a user's evaluation file
 
 
 def gid_source(gids):
@@ -46,12 +48,14 @@ def against_sources(paths: list[Path], text_column: str) -> list[Source]:
         if p.is_dir():
             out += [Source(str(s), True, p.name) for s in StageData.open(p).paths()]
         else:
-            out.append(Source(str(p), True, p.name, text_column))
+            out.append(Source(str(p), True, p.name, text_column, docs=False))
     return out
 
 
 def check_source(src: Source) -> None:
     """Fail early, in one line, when an against file lacks its text column (before any task runs)."""
+    if src.docs:
+        return
     if src.path.endswith(".jsonl"):
         with open(src.path, encoding="utf-8") as fh:
             first = next((line for line in fh if line.strip()), None)
@@ -70,7 +74,9 @@ def check_source(src: Source) -> None:
 
 def read_source(src: Source, columns: list[str] | None = None) -> pa.Table:
     """(id, url, text) of a source, in row order; eval corpora without id/url get them from file and line."""
-    if src.path.endswith(".jsonl"):
+    if src.docs:
+        table = read_docs(src.path, ["id", "url", "text"])
+    elif src.path.endswith(".jsonl"):
         rows = _read_jsonl(Path(src.path))
         table = pa.Table.from_pylist(rows) if rows else pa.table({src.text_column: pa.array([], pa.string())})
     else:

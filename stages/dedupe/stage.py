@@ -1,7 +1,7 @@
 """The dedupe stage's run(): a thin fan-out of the phases in stages/dedupe/tasks.py and cctasks.py, then the
 per-shard writer of kept documents and the duplicates table, the stats and the MLflow artifact.
 
-Run it through the pipeline (`zhgpt run CONFIG`) or in tests with tests/helpers.py run_stage("dedupe", ...).
+Run it through the pipeline (`zhgpt run CONFIG`) or in tests with pipelines.testing.helpers.run_stage("dedupe", ...).
 """
 from __future__ import annotations
 
@@ -13,17 +13,16 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.dataset import write_parquet
+from pipelines.io import read_docs, read_table
 from pipelines.stage import StageContext, StageResult
+from pipelines.stats import Stats
 from stages.dedupe import cctasks, tasks
-from pipelines.io import read_table
 from stages.dedupe.arrow import col, nd, strings
 from stages.dedupe.components import combine_digests
 from stages.dedupe.report import write_clusters_html
 from stages.dedupe.sources import against_sources, check_source, gid_row, gid_source, input_sources
+from stages.dedupe.tables import DUP_SCHEMA
 
-DUP_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("cluster_id", pa.string()),
-                        ("kept_id", pa.string()), ("edge_from", pa.string()), ("edge_jaccard", pa.float64()),
-                        ("jaccard_to_kept", pa.float64()), ("kind", pa.string())])
 SIG_CACHE = ".against-sigs"  # beside the stage's output dirs: sig files of against sources, by content and settings
 RESTART = ["cand", "edges", "edges_in", "cc", "nodes", "resolve", "members"]  # cheap phases, redone on resume
 
@@ -61,12 +60,10 @@ def run(ctx: StageContext) -> StageResult:
                                          for s in range(n_in)])
     artifacts, written = written[:len(report)], written[len(report):]
     clock.lap("write")
-    stats = {**_stats(signed[:n_in], verified, kept, written, rounds, banding), **clock.laps}
+    counts = Stats.total((w["counts"] for w in written), **_removals())
+    stats = {**_stats(signed[:n_in], verified, kept, counts, rounds, banding), **clock.laps}
     ctx.log(", ".join(f"{k} {v:.1f}s" for k, v in clock.laps.items()))
-    against = {}
-    for w in written:
-        for s, c in w["against_by_source"].items():
-            against[sources[s].name] = against.get(sources[s].name, 0) + c
+    against = Stats.total({sources[s].name: c} for s, c in sorted(counts["against_by_source"].items()))
     extra = {"banding": list(banding), "against_removed": against,
              "against_sigs_cached": sum(st.get("cached", False) for st in signed[n_in:])}
     return StageResult(outputs={"docs": [w["docs"] for w in written], "duplicates": [w["dups"] for w in written]},
@@ -110,17 +107,17 @@ def _components(ctx: StageContext, root: str, parts: int) -> int:
                        f"raise dedupe.max_cc_rounds")
 
 
-def _stats(signed, verified, kept, written, rounds, banding) -> dict:
-    docs_in = sum(s["docs"] for s in signed)
-    removed = sum(w["removed"] for w in written)
-    return {"docs_in": docs_in, "docs_kept": docs_in - removed, "short_docs": sum(s["short_docs"] for s in signed),
-            "exact_dups": sum(w["exact"] for w in written), "near_dups": sum(w["near"] for w in written),
-            "against_dups": sum(w["against"] for w in written), "clusters": sum(k["clusters"] for k in kept),
+def _stats(signed, verified, kept, counts: Stats, rounds, banding) -> dict:
+    """The manifest's figures: task counts summed, plus the largest cluster (a max) and two ratios."""
+    sig, ver = Stats.total(signed, docs=0, short_docs=0), Stats.total(verified, candidates=0, verified=0)
+    docs_in, removed = sig["docs"], counts["removed"]
+    return {"docs_in": docs_in, "docs_kept": docs_in - removed, "short_docs": sig["short_docs"],
+            "exact_dups": counts["exact"], "near_dups": counts["near"], "against_dups": counts["against"],
+            "clusters": sum(k["clusters"] for k in kept),
             "largest_cluster": max([k["largest"] for k in kept], default=0),
             "kept_fraction": round((docs_in - removed) / docs_in, 6) if docs_in else 1.0,
-            "chain_drift": round(sum(w["drift"] for w in written) / removed, 6) if removed else 0.0,
-            "candidate_pairs": sum(v["candidates"] for v in verified),
-            "verified_pairs": sum(v["verified"] for v in verified), "cc_rounds": rounds,
+            "chain_drift": round(counts["drift"] / removed, 6) if removed else 0.0,
+            "candidate_pairs": ver["candidates"], "verified_pairs": ver["verified"], "cc_rounds": rounds,
             "bands": banding[0], "rows": banding[1]}
 
 
@@ -148,18 +145,18 @@ def _finish(job: str, *args):
 def write_shard(s: int, path: str, root: str, out_dir: str, cfg) -> dict:
     """Kept documents of input shard s (all columns) and its duplicates table, in row order."""
     root_p = Path(root)
-    shard = read_table(path)
-    mem = [tasks.read_ipc(p) for p in sorted(root_p.glob(f"members/from-*/s-{s:05d}.arrow"))]
+    shard = read_docs(path)
+    mem = [read_table(p) for p in sorted(root_p.glob(f"members/from-*/s-{s:05d}.arrow"))]
     mem = pa.concat_tables(mem).sort_by("gid") if mem else None
     removed = nd(mem.column("gid")) if mem is not None else np.zeros(0, np.int64)
     keep_mask = np.ones(shard.num_rows, bool)
     keep_mask[gid_row(removed)] = False
     docs = write_parquet(shard.filter(col(keep_mask)), out_dir, f"docs/part-{s:05d}.parquet")
     sig = tasks.SigFiles(root_p)
-    counts = {"removed": len(removed), "exact": 0, "near": 0, "against": 0, "drift": 0, "against_by_source": {}}
+    counts = Stats(_removals(), removed=len(removed))
     if mem is None:
         dups = write_parquet(DUP_SCHEMA.empty_table(), out_dir, f"duplicates/part-{s:05d}.parquet")
-        return {"docs": docs, "dups": dups, **counts}
+        return {"docs": docs, "dups": dups, "counts": counts}
     kept_gid = nd(mem.column("kept_gid"))
     to_kept, same, _ = tasks.similarity(sig, removed, kept_gid, cfg.verify)
     to_kept = np.where(same, 1.0, to_kept)
@@ -176,7 +173,12 @@ def write_shard(s: int, path: str, root: str, out_dir: str, cfg) -> dict:
                   drift=int((to_kept < (cfg.threshold if cfg.threshold is not None else 1.0)).sum()))
     src_k = gid_source(kept_gid[against])
     counts["against_by_source"] = {int(k): int((src_k == k).sum()) for k in np.unique(src_k)}
-    return {"docs": docs, "dups": write_parquet(dup, out_dir, f"duplicates/part-{s:05d}.parquet"), **counts}
+    return {"docs": docs, "dups": write_parquet(dup, out_dir, f"duplicates/part-{s:05d}.parquet"), "counts": counts}
+
+
+def _removals() -> dict:
+    """A write task's counts before it counts anything: documents removed, by kind, drifted, per against source."""
+    return {"removed": 0, "exact": 0, "near": 0, "against": 0, "drift": 0, "against_by_source": {}}
 
 
 def _ids_of(sig: tasks.SigFiles, gids: np.ndarray) -> pa.Array:

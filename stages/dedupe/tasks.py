@@ -13,7 +13,8 @@
                             per component
     write   per input shard kept documents + the duplicates table (stages/dedupe/stage.py)
 
-Run: through the stage (`zhgpt run CONFIG`); tested by `.venv/bin/python -m pytest -q tests/stages/test_dedupe_stage.py`.
+Run: through the stage (`zhgpt run CONFIG`); tested by
+`.venv/bin/python -m pytest -q tests/stages/test_dedupe_stage.py`.
 """
 from __future__ import annotations
 
@@ -27,26 +28,17 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.dataset import sha256_file
+from pipelines.io import atomic_path, read_json, read_table, write_ipc, write_json
 from stages.dedupe import components as cc
 from stages.dedupe.arrow import col, nd, strings, table
 from stages.dedupe.sources import ROW_BITS, Source, gid_row, gid_source, read_source
 
-
-def write_ipc(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-        w.write_table(table)
-    os.replace(tmp, path)
-
-
-def read_ipc(path: Path) -> pa.Table:
-    """Memory-mapped: pages of shingle sets that a task does not touch are never read into memory."""
-    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+# The phases' files are Arrow IPC, read with pipelines.io.read_table: memory-mapped, so pages of shingle sets that
+# a task does not touch are never read into memory.
 
 
 def read_all(paths: list[Path], names: list[str], dtype=np.int64) -> list[np.ndarray]:
-    tables = [read_ipc(p) for p in sorted(paths)]
+    tables = [read_table(p) for p in sorted(paths)]
     return [np.concatenate([nd(t.column(n)) for t in tables]).astype(dtype, copy=False) if tables
             else np.zeros(0, dtype) for n in names]
 
@@ -57,7 +49,7 @@ def _pairs_table(lo, hi) -> pa.Table:
 
 def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partitions: int,
          cache: str | None = None) -> dict:
-    """Normalise, hash and sign one source; emit its bucket records partitioned by band hash. With `cache` (for
+    """Canonicalise, hash and sign one source; emit its bucket records partitioned by band hash. With `cache` (for
     against sources), the sig file is taken from there when a run already signed the same content with the same
     settings, and left there otherwise."""
     from stages.dedupe.lsh import band_keys, key_of_bytes
@@ -65,7 +57,7 @@ def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partit
     root_p = Path(root)
     done = root_p / "sig" / f"s-{idx:05d}.json"
     if done.exists():  # resumed after a kill: this source is already signed
-        return json.loads(done.read_text())
+        return read_json(done)
     path = root_p / "sig" / f"s-{idx:05d}.arrow"
     cached = Path(cache) / f"{sig_cache_key(src, cfg)}.arrow" if cache else None
     reused = cached is not None and cached.exists()
@@ -94,17 +86,17 @@ def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partit
         write_ipc(table(key=keys[sel], gid=owners[sel]), root_p / "bands" / f"s-{idx:05d}" / f"p-{p:04d}.arrow")
     stats = {"docs": len(sigs), "short_docs": int((~has).sum()), "chars": int(nd(sig.column(idx, "length")).sum()),
              "cached": reused}
-    done.write_text(json.dumps(stats))
+    write_json(done, stats)
     return stats
 
 
 def _signed(src: Source, cfg) -> pa.Table:
     """The sig table of a source: id, url, length, exact key, sorted shingle-hash set, signature."""
+    from stages.dedupe.canonical import canonical_batch, exact_key
     from stages.dedupe.minhash import sign_batch
-    from stages.dedupe.normalise import exact_key, normalise_batch
 
     t = read_source(src)
-    norm = normalise_batch(t.column("text").to_pylist())
+    norm = canonical_batch(t.column("text").to_pylist())
     exact = b"".join(exact_key(x) for x in norm.to_pylist())
     sigs, hashes, starts = sign_batch(norm, cfg.ngram, cfg.num_perm, cfg.seed, cfg.hashfunc)
     lengths = pa.compute.utf8_length(t.column("text")).cast(pa.int64())  # read_source left no nulls
@@ -117,13 +109,13 @@ def _signed(src: Source, cfg) -> pa.Table:
 
 def sig_cache_key(src: Source, cfg) -> str:
     """What a source's sig file depends on: its content, its file name (eval corpora's ids come from file and
-    line), text column, the shingle and permutation settings, and the code that reads, normalises and signs."""
-    from stages.dedupe import minhash, normalise, sources
+    line), text column, the shingle and permutation settings, and the code that reads, canonicalises and signs."""
+    from stages.dedupe import canonical, minhash, sources
 
     h = hashlib.sha256(sha256_file(src.path).encode())
     h.update(json.dumps([Path(src.path).name, src.text_column, cfg.ngram, cfg.num_perm, cfg.seed,
                          cfg.hashfunc]).encode())
-    for code in (minhash.__file__, normalise.__file__, sources.__file__, __file__):
+    for code in (minhash.__file__, canonical.__file__, sources.__file__, __file__):
         h.update(Path(code).read_bytes())
     return h.hexdigest()[:40]
 
@@ -131,14 +123,11 @@ def sig_cache_key(src: Source, cfg) -> str:
 def _link(src: Path, dst: Path) -> None:
     """dst gets src's content, atomically: a hard link (files are only ever replaced, never written in place),
     or a copy across file systems."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def bucket(p: int, root: str, cap: int, n_inputs: int) -> int:
@@ -165,7 +154,7 @@ class SigFiles:
 
     def __getitem__(self, s: int) -> pa.Table:
         if s not in self.cache:
-            self.cache[s] = read_ipc(self.root / "sig" / f"s-{s:05d}.arrow")
+            self.cache[s] = read_table(self.root / "sig" / f"s-{s:05d}.arrow")
         return self.cache[s]
 
     def column(self, s: int, name: str) -> pa.Array:

@@ -34,12 +34,14 @@ from __future__ import annotations
 
 from pipelines.stage import OutputSpec, StageSpec
 from stages.tokenize.config import TokenizeConfig
+from stages.tokenize.tables import ROWS_SCHEMA, TOKENS_SCHEMA
 
 SPEC = StageSpec(
     name="tokenize",
     inputs=["dedupe", "tokenizer"],
     config_model=TokenizeConfig,
-    outputs=[OutputSpec("train", "arrow", primary=True), OutputSpec("val", "arrow"), OutputSpec("rows", "parquet"),
+    outputs=[OutputSpec("train", "arrow", primary=True, schema=TOKENS_SCHEMA),
+             OutputSpec("val", "arrow", schema=TOKENS_SCHEMA), OutputSpec("rows", "parquet", schema=ROWS_SCHEMA),
              OutputSpec("tokenizer", "file")],
     run="stages.tokenize.stage:run",
     libraries=["sentencepiece", "pyarrow"],

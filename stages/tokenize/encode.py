@@ -5,7 +5,6 @@ Pure helpers (hash keys, batch encoding) plus `encode_shard`, the Ray task. Test
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.dataset import write_arrow
+from pipelines.io import read_docs, read_json, read_table, write_json
+from stages.tokenize.tables import SPLITS, TRAIN, VAL
 
-TRAIN, VAL = 0, 1
-SPLITS = ("train", "val")
 DOC_COLUMNS = ["id", "url", "source_name", "text"]
 
 
@@ -54,8 +52,7 @@ def first_draw(enc_t: pa.Table) -> list | None:
 
 def move_to_val(part: str | os.PathLike, doc_id: str) -> None:
     """Rewrite one encoded shard with `doc_id` in val (idempotent, so a resumed stage may repeat it)."""
-    with pa.OSFile(str(part)) as src:
-        t = pa.ipc.open_file(src).read_all()
+    t = read_table(part)
     split = pc.if_else(pc.equal(t.column("id"), doc_id), pa.scalar(VAL, pa.uint8()), t.column("split"))
     t = t.set_column(0, "split", split).sort_by([("split", "ascending"), ("key", "ascending"), ("id", "ascending")])
     write_arrow(t, Path(part).parent, Path(part).name)
@@ -94,13 +91,10 @@ class Encoder:
         return flat, lengths
 
 
-def read_docs(path: str) -> pa.Table:
-    """The columns tokenize needs, with a one-line error for a shard that is not a documents table."""
-    names = pq.read_schema(path).names
-    missing = [c for c in DOC_COLUMNS if c not in names]
-    if missing:
-        raise ValueError(f"{path}: documents shard lacks column(s) {missing}")
-    t = pq.read_table(path, columns=DOC_COLUMNS)
+def encode_input(path: str) -> pa.Table:
+    """The documents tokenize encodes: the columns it needs (a one-line error for a shard that is not a documents
+    table), source_name never null, empty texts left out."""
+    t = read_docs(path, DOC_COLUMNS)
     t = t.set_column(2, "source_name", pc.fill_null(t.column("source_name"), ""))
     return t.filter(pc.greater(pc.fill_null(pc.utf8_length(t.column("text")), 0), 0))  # empty documents carry no tokens
 
@@ -133,13 +127,11 @@ def encode_shard(i: int, path: str, model: bytes, facts: dict[str, Any], cfg: An
     """Ray task: encode input shard i into `<part_dir>/part-i.arrow`; its stats file marks it done (resume)."""
     arrow, done = Path(part_dir) / f"part-{i:05d}.arrow", Path(part_dir) / f"part-{i:05d}.json"
     if done.exists() and arrow.exists():
-        return json.loads(done.read_text())
+        return read_json(done)
     enc = Encoder(model, facts["dtype"], cfg.encode_threads, facts["is_byte"])
-    docs = read_docs(path)
+    docs = encode_input(path)
     t = encoded_table(docs, enc, cfg)
     write_arrow(t, part_dir, arrow.name)
     stats = shard_stats(docs, t, enc)
-    tmp = done.with_name(done.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(stats))
-    os.replace(tmp, done)
+    write_json(done, stats)
     return stats

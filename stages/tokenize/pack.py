@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.dataset import write_arrow, write_parquet
+from pipelines.io import read_table
+from stages.tokenize.tables import SPLITS
 
-SPLITS = ("train", "val")
 SEG_FIELDS = ("doc", "row", "start", "length", "doc_offset")
 
 
@@ -30,8 +31,7 @@ def gather(paths: list[str], split: int, bucket: int, n: int) -> pa.Table:
     """The documents of (split, bucket) from every encode file, in key order. Files are memory-mapped."""
     parts = []
     for p in paths:
-        with pa.memory_map(p) as src:
-            t = pa.ipc.open_file(src).read_all()
+        t = read_table(p)
         sp = t.column("split").to_numpy()
         lo, hi = np.searchsorted(sp, split, "left"), np.searchsorted(sp, split, "right")
         b = bucket_of(t.column("key").to_numpy()[lo:hi], n)

@@ -14,8 +14,10 @@ import ray
 
 from pipelines.dataset import write_file
 from pipelines.stage import StageContext, StageResult
-from stages.tokenize.encode import SPLITS, TRAIN, VAL, byte_mask, encode_shard, move_to_val
+from pipelines.stats import Stats
+from stages.tokenize.encode import byte_mask, encode_shard, move_to_val
 from stages.tokenize.pack import pack_shard, shard_meta
+from stages.tokenize.tables import SPLITS, TRAIN, VAL
 
 MODEL_COPY = "tokenizer/tokenizer.model"
 
@@ -39,18 +41,13 @@ def model_facts(model: bytes) -> tuple[dict[str, Any], Any]:
             "dtype": "uint16" if n <= 1 << 16 else "uint32"}, byte_mask(sp)
 
 
-def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum the encode tasks' counts (ints, so the order of tasks does not matter)."""
-    out: dict[str, Any] = {"docs": 0, "tokens": 0, "chars": 0, "bytes": 0, "byte_tokens": 0,
-                           "split_tokens": {s: {} for s in SPLITS}, "first_draw": None}
-    for i, p in enumerate(parts):
-        for k in ("docs", "tokens", "chars", "bytes", "byte_tokens"):
-            out[k] += p[k]
-        if p.get("first_draw") and (out["first_draw"] is None or p["first_draw"][:2] < out["first_draw"][:2]):
-            out["first_draw"] = [*p["first_draw"], i]
-        for split, per in p["split_tokens"].items():
-            for src, n in per.items():
-                out["split_tokens"][split][src] = out["split_tokens"][split].get(src, 0) + n
+def merge(parts: list[dict[str, Any]]) -> Stats:
+    """The encode tasks' counts summed (ints, so the order of tasks does not matter); `first_draw` is the one
+    figure that is not a sum: the smallest (draw, id) of any shard, with the index of its shard."""
+    out = Stats.total(({k: v for k, v in p.items() if k != "first_draw"} for p in parts), docs=0, tokens=0, chars=0,
+                      bytes=0, byte_tokens=0, split_tokens={s: {} for s in SPLITS})
+    draws = [[*p["first_draw"], i] for i, p in enumerate(parts) if p.get("first_draw")]
+    out["first_draw"] = min(draws, key=lambda d: d[:2], default=None)
     return out
 
 
@@ -94,19 +91,12 @@ def summarise(enc: dict[str, Any], packed: list[dict[str, Any]], jobs: list[tupl
 
 
 def tokens_per_source(enc: dict[str, Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for per in enc["split_tokens"].values():
-        for src, n in per.items():
-            out[src] = out.get(src, 0) + n
-    return dict(sorted(out.items()))
+    return dict(sorted(Stats.total(enc["split_tokens"].values()).items()))
 
 
 def rows_per_source(packed: list[dict[str, Any]], jobs: list[tuple]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-    for p, j in zip(packed, jobs):
-        for src, n in p["rows_per_source"].items():
-            out[SPLITS[j[0]]][src] = out[SPLITS[j[0]]].get(src, 0) + n
-    return out
+    parts = ({SPLITS[j[0]]: p["rows_per_source"]} for p, j in zip(packed, jobs))
+    return Stats.total(parts, **{s: {} for s in SPLITS})
 
 
 def text_bytes(path: str) -> int:

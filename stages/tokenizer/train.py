@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from itertools import chain
 from typing import Any, Iterable, Iterator
 
-import pyarrow.parquet as pq
-
 from pipelines.dataset import ShardInfo, write_file
+from pipelines.io import iter_docs
+from pipelines.stats import Stats
 
 MODEL = "model/tokenizer.model"
 VOCAB = "model/tokenizer.vocab"
@@ -60,19 +61,20 @@ def training_lines(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
                 yield from cut_line(line, max_bytes)
 
 
-def corpus_texts(paths: list[str], seed: int, fraction: float, counts: dict[str, int]) -> Iterator[str]:
-    """Stream the sampled documents' text shard by shard (bounded memory), counting docs and chars."""
-    for path in paths:
-        pf = pq.ParquetFile(path)
-        missing = {"id", "text"} - set(pf.schema_arrow.names)
-        if missing:
-            raise ValueError(f"{path}: documents shard lacks column(s) {sorted(missing)}")
-        for batch in pf.iter_batches(batch_size=1024, columns=["id", "text"]):
-            for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-                if text and keep_doc(doc_id or "", seed, fraction):
-                    counts["train_docs"] += 1
-                    counts["train_chars"] += len(text)
-                    yield text
+def corpus_texts(paths: list[str], seed: int, fraction: float, counts: Stats) -> Iterator[str]:
+    """Stream the sampled documents' text shard by shard (bounded memory), counting docs and chars. Every shard's
+    schema is checked here, before the trainer starts consuming."""
+    batches = chain.from_iterable([iter_docs(p, ["id", "text"]) for p in paths])
+    return _sampled(batches, seed, fraction, counts)
+
+
+def _sampled(batches: Iterable, seed: int, fraction: float, counts: Stats) -> Iterator[str]:
+    for batch in batches:
+        for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+            if text and keep_doc(doc_id or "", seed, fraction):
+                counts["train_docs"] += 1
+                counts["train_chars"] += len(text)
+                yield text
 
 
 def trainer_options(cfg: Any) -> dict[str, Any]:
@@ -135,9 +137,9 @@ def write_model(model: bytes, out_dir: str) -> list[ShardInfo]:
     return [write_file(model, out_dir, MODEL), write_file(vocab_text(model).encode("utf-8"), out_dir, VOCAB)]
 
 
-def train_task(paths: list[str], cfg: Any, out_dir: str) -> tuple[list[ShardInfo], dict[str, int]]:
+def train_task(paths: list[str], cfg: Any, out_dir: str) -> tuple[list[ShardInfo], Stats]:
     """One Ray task: stream the sample into the trainer and write the model files."""
-    counts = {"train_docs": 0, "train_chars": 0, "train_lines": 0}
+    counts = Stats(train_docs=0, train_chars=0, train_lines=0)
 
     def counted(lines: Iterable[str]) -> Iterator[str]:
         for line in lines:

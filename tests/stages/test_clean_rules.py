@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.testing.realtext import sample_docs
+from pipelines.text import CJK, KANA, char_classes
 from stages.clean import rules as R
 from stages.clean.config import CleanConfig
 from stages.clean.core import Cleaner
 from stages.clean.lines import filter_lines, line_cjk_ratios
 from stages.clean.normalise import is_boilerplate, normalise
 from stages.clean.pii import id_checksum_ok, luhn_ok, mask_pii
-from pipelines.text import CJK, KANA, char_classes
 from stages.clean.script import script_share, traditional_fraction
-from tests.realtext import sample_docs
 
 # Hand-written prose (mine), ~240 characters, used as the "good text" side of each rule.
 PROSE = ("今天下午我们在图书馆讨论了开源软件的发展历史。自由软件运动起源于上世纪八十年代，"
@@ -60,7 +60,7 @@ def test_invisible_characters_removed_and_whitespace_folded():
 
 def test_boilerplate_lines_removed_only_when_alone():
     phrases = frozenset(["展开全文", "更多", "返回顶部", "上一篇", "下一篇"])
-    text = "正文第一段。\n展开全文\n【更多】\n返回顶部↑\n上一篇：Debian 12 发布\n更多的人开始使用 Linux 系统，这是一个好现象。"
+    text = "正文第一段。\n展开全文\n【更多】\n返回顶部↑\n上一篇：Debian 12 发布\n更多的人开始使用 Linux 系统，这是一个好现象。"  # noqa: E501
     assert normalise(text, boilerplate=phrases) == "正文第一段。\n更多的人开始使用 Linux 系统，这是一个好现象。"
     assert not is_boilerplate("上一篇文章里我们讨论了很多关于软件包管理的话题，今天继续讨论其他的问题和方法", phrases)
 
@@ -198,7 +198,7 @@ def test_line_filter_on_real_debian_text():
     for line in ["为了在 Linux 字符控制台中使用鼠标，您需要让 gpm(8) 作为后台守护进程（daemon）运行。",
                  "在现代滚轮鼠标上的中央滚轮，被认为是中间键，并可以被当做中间键使用。在 2 键鼠标系统的情况下，"
                  "同时按左键和右键就相当于按中间键。",
-                 "less(1) 命令是一个增强版的分页程序（文件内容查看器）。它按照指定的命令参数或标准输出来读取文件。在用"]:
+                 "less(1) 命令是一个增强版的分页程序（文件内容查看器）。它按照指定的命令参数或标准输出来读取文件。在用"]:  # noqa: E501
         assert line in before and line in kept, line
     for line in ["export PATH", "CDPATH=.:/usr/share/doc:~:~/Desktop:~", "# enable bash-completion", "fi",
                  "| Ctrl-U | 删除光标前到行首的字符 |", "|---|---|"]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -18,15 +16,12 @@ from pydantic import ValidationError
 
 from pipelines.config import format_validation
 from pipelines.dataset import DOC_SCHEMA
+from pipelines.testing.helpers import docs_table, make_stage_data, run_stage
+from pipelines.testing.realtext import content_ids, sample_docs
 from stages.clean.config import CleanConfig
 from stages.clean.core import REJECT_SCHEMA, clean_table
 from stages.clean.stage import summarise
-from tests.helpers import docs_table, make_stage_data, run_stage
-from tests.realtext import sample_docs
 from tests.stages.test_clean_rules import PROSE
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from content_pages import content_ids  # noqa: E402
 
 ENGLISH = ("The quick brown fox jumps over the lazy dog near the river bank. Free software gives every user the "
            "freedom to run, study, change and share the programs they use. Many people learn to program by "
@@ -159,7 +154,7 @@ def test_pii_masked_in_stage_output():
 
 
 # rows of a real table (Debian Reference ch01, "bash 的按键绑定列表") as the crawl's extractor renders them
-KEY_TABLE = ["| 快捷键 | 描述 |", "|---|---|", "| Ctrl-U | 删除光标前到行首的字符 |", "| Ctrl-H | 删除光标前的一个字符 |",
+KEY_TABLE = ["| 快捷键 | 描述 |", "|---|---|", "| Ctrl-U | 删除光标前到行首的字符 |", "| Ctrl-H | 删除光标前的一个字符 |",  # noqa: E501
              "| Ctrl-D | 终止输入（如果你在使用 shell，则退出 shell） |", "| Ctrl-C | 终止一个正在运行的程序 |",
              "| Ctrl-Z | 通过将程序移动到后台来暂停程序 |", "| Ctrl-R | 开始在 bash 的增量命令历史中搜索 |"]
 

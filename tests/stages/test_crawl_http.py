@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from pipelines.testing.helpers import run_stage
+from pipelines.testing.realtext import html_files
 from stages.crawl.config import CrawlConfig
-from tests.helpers import run_stage
-from tests.realtext import html_files
 
 ZH = "机器学习是人工智能的一个分支。朱镕基在北京工作。𠮷野家的牛肉饭很好吃。中文语料需要仔细清洗。" * 6
 TW = "內容目錄：Debian 參考手冊，這是一份關於系統管理的說明文件，繁體中文。" * 6

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import ConfigError, load
+from pipelines.testing.helpers import run_stage
+from pipelines.testing.realtext import SITE, html_files, sample_docs
 from stages.crawl.config import CrawlConfig
 from stages.crawl.sources import SourceError
 from tests.conftest import write_config
-from tests.helpers import run_stage
-from tests.realtext import SITE, html_files, sample_docs
 
 FAQ = "usr/share/doc/debian/FAQ/zh-cn/*.html"
 
@@ -29,7 +29,7 @@ def write_warc(path, faq_pages) -> None:
 
     with open(path / "crawl.warc.gz", "wb") as fh:
         w = WARCWriter(fh, gzip=True, warc_version="1.1")
-        for i, p in enumerate(faq_pages):
+        for p in faq_pages:
             body = p.read_text(encoding="utf-8").replace('charset="UTF-8"', "").encode("gb18030", "replace")
             http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=gbk")], protocol="HTTP/1.1")
             w.write_record(w.create_warc_record(f"http://faq.example.cn/{p.name}", "response",

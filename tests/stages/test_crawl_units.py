@@ -10,6 +10,7 @@ import io
 import pytest
 from pydantic import ValidationError
 
+from pipelines.testing.realtext import html_files
 from stages.crawl.config import CrawlConfig, SeedsSource
 from stages.crawl.encoding import decode, looks_binary, normalize_label
 from stages.crawl.extract import process_html
@@ -17,10 +18,10 @@ from stages.crawl.fetch import Refused, address_refusal, parse_retry_after, read
 from stages.crawl.frontier import CrawlState, Scope, advance, normalize_url, partition_of, plan_round
 from stages.crawl.robots import Robots
 from stages.crawl.warc import WarcShard, iter_records
-from tests.realtext import html_files
 
 ZH = "机器学习是人工智能的一个分支。朱镕基在北京。𠮷野家的牛肉饭很好吃。" * 8
 TW = "內容目錄：Debian 參考手冊，這是一份關於系統管理的說明文件。" * 8
+XCFG = CrawlConfig.model_fields["extract"].default  # the extractor settings a crawl uses by default
 
 
 def html(body: str, meta: str = "") -> str:
@@ -111,7 +112,8 @@ def test_decode_declared_and_undeclared(ctype, meta, codec, want_source):
 
 def test_wrong_declaration_is_overruled():
     big5_said_gbk = decode(html(TW).encode("big5hkscs"), "text/html; charset=gbk")  # decodes as gbk error-free!
-    assert big5_said_gbk.encoding == "big5hkscs" and big5_said_gbk.declared == "gb18030" and TW[:10] in big5_said_gbk.text
+    assert big5_said_gbk.encoding == "big5hkscs" and big5_said_gbk.declared == "gb18030"
+    assert TW[:10] in big5_said_gbk.text
     gbk_said_utf8 = decode(html(ZH).encode("gb18030"), "text/html; charset=utf-8")
     assert gbk_said_utf8.encoding == "gb18030" and ZH[:10] in gbk_said_utf8.text
 
@@ -125,13 +127,13 @@ def test_bom_wins_and_bad_bytes_are_counted():
 def test_binary_is_not_text():
     assert looks_binary(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     assert not looks_binary(html(ZH).encode("gb18030"))
-    page = process_html("http://a.cn/", b"\x89PNG\r\n\x1a\n\x00\x00" * 50, "text/html", CrawlConfig.model_fields["extract"].default)
+    page = process_html("http://a.cn/", b"\x89PNG\r\n\x1a\n\x00\x00" * 50, "text/html", XCFG)
     assert page.fate == "not_text"
 
 
 def test_real_page_extracts_text_title_links():
     p = html_files("usr/share/doc/debian/FAQ/zh-cn/index.zh-cn.html")[0]
-    page = process_html("http://h/faq/index.html", p.read_bytes(), "text/html", CrawlConfig.model_fields["extract"].default)
+    page = process_html("http://h/faq/index.html", p.read_bytes(), "text/html", XCFG)
     assert page.fate == "fetched" and "Debian" in page.title and "常见问题" in page.text + page.title
     assert "http://h/faq/basic-defs.zh-cn.html" in page.links
 
@@ -194,7 +196,8 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValidationError, match="not an IP address"):
         CrawlConfig(sources=[{"name": "a", "type": "seeds", "seeds": ["http://a.cn"], "allow_private": ["local"]}])
     with pytest.raises(ValidationError, match="repeated: a"):
-        CrawlConfig(sources=[{"name": "a", "type": "warc", "paths": ["x"]}, {"name": "a", "type": "warc", "paths": ["y"]}])
+        CrawlConfig(sources=[{"name": "a", "type": "warc", "paths": ["x"]},
+                             {"name": "a", "type": "warc", "paths": ["y"]}])
     with pytest.raises(ValidationError, match="seed 'ftp://a.cn/': scheme 'ftp'"):
         CrawlConfig(sources=[{"name": "a", "type": "seeds", "seeds": ["ftp://a.cn/"]}])
     with pytest.raises(ValidationError, match="type"):

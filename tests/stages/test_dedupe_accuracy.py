@@ -1,9 +1,9 @@
 """Accuracy of dedupe on real Chinese text, beside plain datasketch MinHashLSH at the same threshold.
 
-Base documents are 200-character windows of the sample site's normalised text, with natural near-duplicates
+Base documents are 200-character windows of the sample site's canonical text, with natural near-duplicates
 (J >= 0.3 to another window) left out. Near-duplicates are made by random character substitutions until the exact
-Jaccard of the 5-gram sets (the shared normalisation) falls in a level: >= 0.9, [0.8, 0.9), [0.6, 0.8), <= 0.5;
-400 pairs per level. Prints recall per level for the stage and for datasketch.
+Jaccard of the 5-gram sets (of the canonical form dedupe compares) falls in a level: >= 0.9, [0.8, 0.9),
+[0.6, 0.8), <= 0.5; 400 pairs per level. Prints recall per level for the stage and for datasketch.
 
 Run: `.venv/bin/python -m pytest -q -s tests/stages/test_dedupe_accuracy.py` (~40 s on 2 idle cores).
 """
@@ -14,13 +14,15 @@ import pyarrow as pa
 import pytest
 
 from pipelines.dataset import DOC_SCHEMA, doc_id
+from pipelines.testing.helpers import make_stage_data, run_stage
+from pipelines.testing.realtext import sample_docs
 from stages.dedupe import DedupeConfig
 from stages.dedupe.banding import candidate_probability
+from stages.dedupe.canonical import canonical
 from stages.dedupe.lsh import band_keys, bucket_pairs, jaccard_pairs
 from stages.dedupe.minhash import shingles, sign_batch
-from stages.dedupe.normalise import normalise
-from tests.helpers import make_stage_data, run_stage
-from tests.realtext import sample_docs
+
+pytestmark = pytest.mark.slow  # the stage and datasketch over 3,000+ documents (~16 s)
 
 N = 5
 WINDOW = 200
@@ -36,7 +38,7 @@ def jaccard(a: str, b: str) -> float:
 
 def base_windows() -> list[str]:
     """Windows of real text with no natural near-duplicate among them (J < 0.3, found with a wide LSH)."""
-    wins = [t[i:i + WINDOW] for t in (normalise(x) for x in sample_docs().column("text").to_pylist())
+    wins = [t[i:i + WINDOW] for t in (canonical(x) for x in sample_docs().column("text").to_pylist())
             for i in range(0, len(t) - WINDOW + 1, WINDOW)]
     sigs, hashes, starts = sign_batch(wins, N)
     keys = band_keys(sigs, 32, 4)  # P(candidate | J=0.3) = 0.23, 0.5: 0.87: wide on purpose
@@ -90,8 +92,8 @@ def _docs(pairs, singles) -> tuple[pa.Table, dict[str, str]]:
             partner[ids[0]], partner[ids[1]] = ids[1], ids[0]
             rows += [{"id": i, "source_name": "acc", "url": f"test://{name}/{k}", "source": "test", "fetched_at": "",
                       "title": name, "text": t} for i, t in zip(ids, (a, b))]
-    rows += [{"id": doc_id(f"test://single/{k}", t), "source_name": "acc", "url": f"test://single/{k}", "source": "test",
-              "fetched_at": "", "title": "single", "text": t} for k, t in enumerate(singles)]
+    rows += [{"id": doc_id(f"test://single/{k}", t), "source_name": "acc", "url": f"test://single/{k}",
+              "source": "test", "fetched_at": "", "title": "single", "text": t} for k, t in enumerate(singles)]
     return pa.Table.from_pylist(rows, schema=DOC_SCHEMA), partner
 
 

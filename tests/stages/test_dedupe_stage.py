@@ -13,15 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.dataset import DOC_SCHEMA, ContractError, doc_id
+from pipelines.testing.helpers import make_stage_data, run_stage
+from pipelines.testing.realtext import sample_docs
 from stages.dedupe import DedupeConfig
+from stages.dedupe.canonical import canonical
 from stages.dedupe.minhash import shingles
-from stages.dedupe.normalise import normalise
-from tests.helpers import make_stage_data, run_stage
-from tests.realtext import sample_docs
 
 
 def jac(a: str, b: str) -> float:
-    x, y = set(shingles(normalise(a), 5)), set(shingles(normalise(b), 5))
+    x, y = set(shingles(canonical(a), 5)), set(shingles(canonical(b), 5))
     return len(x & y) / len(x | y)
 
 
@@ -36,10 +36,10 @@ def corpus():
     """60 real documents plus planted duplicates; returns (two shards + an empty one, named docs)."""
     real = sample_docs().to_pylist()
     base = [dict(r) for r in real[:60]]
-    longest = max(real[60:], key=lambda r: len(normalise(r["text"])))
-    s = normalise(longest["text"])
+    longest = max(real[60:], key=lambda r: len(canonical(r["text"])))
+    s = canonical(longest["text"])
     named = {
-        "exact": _doc("exact", base[0]["text"].replace("。", "。 ") + "！！"),  # same normalised text, longer
+        "exact": _doc("exact", base[0]["text"].replace("。", "。 ") + "！！"),  # same canonical text, longer
         "near": _doc("near", base[1]["text"][: int(len(base[1]["text"]) * 0.97)]),
         "short_a": _doc("short_a", "短文"), "short_b": _doc("short_b", "短 文！"), "short_c": _doc("short_c", "别的"),
         # A ≈ B ≈ C with J(A, C) < 0.8: A is longest, so C is removed against A and drifts
@@ -66,7 +66,8 @@ def test_dedupe_removes_and_explains(corpus, tmp_path, ray_session):
     assert dups[base[0]["id"]]["kind"] == "exact" and dups[base[0]["id"]]["kept_id"] == ids["exact"]
     near = dups[ids["near"]]
     assert near["kind"] == "near" and near["kept_id"] == base[1]["id"] and near["edge_from"] == base[1]["id"]
-    assert near["edge_jaccard"] == near["jaccard_to_kept"] == pytest.approx(jac(base[1]["text"], near_text(shards, ids)))
+    expected = pytest.approx(jac(base[1]["text"], near_text(shards, ids)))
+    assert near["edge_jaccard"] == near["jaccard_to_kept"] == expected
     short = dups[ids["short_a"]]  # under 5 characters: no shingles, found by exact dedupe; the longer one stays
     assert short["kind"] == "exact" and short["kept_id"] == ids["short_b"] and short["jaccard_to_kept"] == 1.0
     assert ids["short_c"] not in dups
@@ -135,7 +136,8 @@ def test_against_file_without_text_column_is_one_clear_line(corpus, tmp_path, ra
     shards, _, _ = corpus
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"body": ["文本"]}), bad)
-    with pytest.raises(ContractError, match=r"bad.parquet: no 'text' column \(has body\); set dedupe.against_text_column"):
+    with pytest.raises(ContractError,
+                       match=r"bad.parquet: no 'text' column \(has body\); set dedupe.against_text_column"):
         _run(tmp_path, [shards[0]], "bad", against=[bad])
     result, out = _run(tmp_path, [shards[0]], "bad2", against=[bad], against_text_column="body")
     assert result.stats["against_dups"] == 0

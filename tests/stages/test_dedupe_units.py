@@ -1,4 +1,4 @@
-"""Unit tests of dedupe's pure parts: normalisation, signatures equal to datasketch, banding, buckets, components.
+"""Unit tests of dedupe's pure parts: the canonical form, signatures equal to datasketch, banding, buckets, components.
 
 Run: `.venv/bin/python -m pytest -q tests/stages/test_dedupe_units.py` (~10 s, most of it numba's first compile).
 """
@@ -10,39 +10,39 @@ import xxhash
 from datasketch import MinHash
 from pydantic import ValidationError
 
+from pipelines.testing.realtext import sample_docs
 from stages.dedupe import DedupeConfig
 from stages.dedupe.banding import candidate_probability, choose_banding
+from stages.dedupe.canonical import canonical, canonical_batch, exact_key
 from stages.dedupe.components import connected_components
 from stages.dedupe.lsh import bucket_pairs
 from stages.dedupe.minhash import shingles, sign_batch
-from stages.dedupe.normalise import exact_key, normalise, normalise_batch
-from tests.realtext import sample_docs
 
 
-def test_normalise_folds_width_case_space_and_punctuation():
-    assert normalise("Ｄｅｂｉａｎ 是一个\u3000自由的\n操作系统！\u200b《书》") == "debian是一个自由的操作系统书"
-    assert normalise("，。、；：？！…—·「」『』（）") == ""
-    assert exact_key(normalise("你好，世界")) == exact_key(normalise("你好 世界！"))
+def test_canonical_folds_width_case_space_and_punctuation():
+    assert canonical("Ｄｅｂｉａｎ 是一个\u3000自由的\n操作系统！\u200b《书》") == "debian是一个自由的操作系统书"
+    assert canonical("，。、；：？！…—·「」『』（）") == ""
+    assert exact_key(canonical("你好，世界")) == exact_key(canonical("你好 世界！"))
 
 
 def test_dropped_code_points_all_lie_in_the_scanned_planes():
     import sys
 
-    from stages.dedupe.normalise import DROP_PLANES, _drop_table, _drops
+    from stages.dedupe.canonical import DROP_PLANES, _drop_table, _drops
 
     everywhere = {cp for cp in range(sys.maxunicode + 1) if _drops(cp)}
     assert set(_drop_table()) == everywhere and {cp >> 16 for cp in everywhere} <= set(DROP_PLANES)
     assert 0x3000 in everywhere and 0xE0001 in everywhere  # ideographic space, language tag (Cf, plane 14)
 
 
-def test_batch_normalisation_equals_the_reference_on_real_text():
+def test_batch_canonical_form_equals_the_reference_on_real_text():
     texts = sample_docs().column("text").to_pylist()[:80] + ["", "  ", "𠀀𠀁\u200b𠀂", "Ｆｕｌｌ－ｗｉｄｔｈ，全角！"]
-    assert normalise_batch(texts).to_pylist() == [normalise(t) for t in texts]
+    assert canonical_batch(texts).to_pylist() == [canonical(t) for t in texts]
 
 
 @pytest.mark.parametrize("hashfunc,ds_hash", [("xxh32", xxhash.xxh32_intdigest), ("sha1", None)])
 def test_signatures_equal_datasketch_on_real_chinese(hashfunc, ds_hash):
-    texts = [normalise(t)[:3000] for t in sample_docs().column("text").to_pylist()[:40]]
+    texts = [canonical(t)[:3000] for t in sample_docs().column("text").to_pylist()[:40]]
     texts += ["", "短", "四个字符", "刚好五个字", "𠀀𠀁𠀂𠀃𠀄𠀅 (outside the BMP: 4-byte UTF-8)"]
     for n, perms, seed in [(5, 128, 1), (3, 64, 7)]:
         sigs, hashes, starts = sign_batch(texts, n, perms, seed, hashfunc)

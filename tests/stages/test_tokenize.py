@@ -11,13 +11,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from pipelines.testing.helpers import docs_table, make_stage_data, run_stage
+from pipelines.testing.realtext import sample_docs
 from stages.tokenize import TokenizeConfig
 from stages.tokenize.encode import split_of
 from stages.tokenize.pack import pack, pack_sources
 from stages.tokenize.reader import open_split, shard_metadata
 from stages.tokenizer import TokenizerConfig
-from tests.helpers import docs_table, make_stage_data, run_stage
-from tests.realtext import sample_docs
 
 SEQ = 128
 CFG = dict(seq_len=SEQ, val_fraction=0.1, tokens_per_shard=60_000)
@@ -152,7 +152,8 @@ def test_reader_views_are_zero_copy(packed):
 
 def test_missing_text_column_is_one_line(tokenizer, tmp_path):
     bad = make_stage_data(tmp_path / "dedupe", "dedupe", {"docs": [pa.table({"id": ["a"], "url": ["u"]})]})
-    with pytest.raises(ValueError, match=r"^\S+part-00000.parquet: documents shard lacks column\(s\) \['source_name', 'text'\]$"):
+    with pytest.raises(ValueError,
+                       match=r"^\S+part-00000.parquet: documents shard lacks column\(s\) \['source_name', 'text'\]$"):
         run_stage("tokenize", TokenizeConfig(**CFG), {"dedupe": bad, "tokenizer": tokenizer}, tmp_path / "t")
 
 
@@ -239,7 +240,8 @@ def test_small_corpus_gets_one_val_document(tokenizer, tmp_path):
     docs = sample_docs().slice(0, 12)
     ids = docs.column("id").to_pylist()
     assert not split_of(ids, 0.001).any()  # the hash split alone would leave val empty
-    small = make_stage_data(tmp_path / "dedupe", "dedupe", {"docs": [docs.slice(0, 5), docs.slice(5, 4), docs.slice(9)]})
+    shards = [docs.slice(0, 5), docs.slice(5, 4), docs.slice(9)]
+    small = make_stage_data(tmp_path / "dedupe", "dedupe", {"docs": shards})
     ups = {"dedupe": small, "tokenizer": tokenizer}
     cfg = TokenizeConfig(**{**CFG, "val_fraction": 0.001})
     runs = [run_stage("tokenize", cfg, ups, tmp_path / f"t{w}", workers=w) for w in (1, 2)]

@@ -10,10 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.config import ConfigError, validate
+from pipelines.testing.helpers import docs_table, make_stage_data, run_stage
+from pipelines.testing.realtext import sample_docs
 from stages.tokenizer import TokenizerConfig
 from stages.tokenizer.train import MODEL, VOCAB, cut_line, keep_doc, load_processor, training_lines
-from tests.helpers import docs_table, make_stage_data, run_stage
-from tests.realtext import sample_docs
 
 # What a Chinese web corpus throws at a tokenizer; each must survive decode(encode(x)) unchanged.
 HARD = [
@@ -122,7 +122,8 @@ def test_bad_model_path_is_one_line(tmp_path):
 
 def test_vocab_too_large_for_corpus_fails_clearly(tmp_path, ray_session):
     up = make_stage_data(tmp_path / "dedupe", "dedupe", {"docs": [docs_table(["很短的文本。"] * 5)]})
-    with pytest.raises(ValueError, match=r"^SentencePiece training failed: Vocabulary size too high .*vocab_size=5000\)$"):
+    with pytest.raises(ValueError,
+                       match=r"^SentencePiece training failed: Vocabulary size too high .*vocab_size=5000\)$"):
         run_stage("tokenizer", TokenizerConfig(vocab_size=5000, num_threads=1), {"dedupe": up}, tmp_path / "t")
     empty = make_stage_data(tmp_path / "empty", "dedupe", {"docs": [docs_table(["", ""])]})
     with pytest.raises(ValueError, match="no text to train on"):

@@ -1,7 +1,7 @@
 """Benchmark of the tokenize stage against raw SentencePiece encoding of the same text, measured in the same run.
 
-    .venv/bin/python -P bench/tokenize.py                 # defaults: sample site x16, workers 1 and 2, RSS at x2 and x8
-    .venv/bin/python -P bench/tokenize.py --copies 8 --workers 1,2,4 --rss 2,16
+    .venv/bin/python bench/tokenize_stage.py              # defaults: sample site x16, workers 1 and 2, RSS at x2 and x8
+    .venv/bin/python bench/tokenize_stage.py --copies 8 --workers 1,2,4 --rss 2,16
 
 Prints:
   * raw limit: tokens per CPU-second of `SentencePieceProcessor.encode` (one thread, one process) over the corpus;
@@ -14,41 +14,32 @@ Prints:
     beside it, the same ratio for raw encoding in separate plain processes (no Ray, no I/O), run in the same loop:
     what this machine's cores give two independent encoders (shared caches, clocks; 1.75-1.86x on the 2-core VM);
   * peak RSS of the largest Ray worker at two corpus sizes (goal: the same; shards stay the same size).
-The corpus is the sample site (tests/realtext.py) copied `--copies` times with fresh document ids, in shards of
-`--shard-docs` documents (default: one copy per shard; with the 218-page sample x16 was 3,488 docs, 24.7M chars,
-9.5M tokens in 16 shards, 7-8 s with 1 worker).
+The corpus is the sample site (pipelines/testing/realtext.py) copied `--copies` times with fresh document ids, in
+shards of `--shard-docs` documents (default: one copy per shard; with the 218-page sample x16 was 3,488 docs,
+24.7M chars, 9.5M tokens in 16 shards, 7-8 s with 1 worker).
 CPU-seconds come from psutil over this process and its descendants, so other load on the machine does not count
 against the stage, but wall-clock speedups do suffer from it (the load is printed).
 """
 from __future__ import annotations
 
-import os
-import sys
-
-# This file is named like the stdlib's `tokenize` (which `logging` imports): keep its folder off sys.path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
 import argparse
 import logging
+import os
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+import psutil
+import pyarrow as pa
 
-import psutil  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-from bench.ceiling import together_wall  # noqa: E402
-from pipelines.dataset import doc_id  # noqa: E402
-from stages.tokenize import TokenizeConfig  # noqa: E402
-from stages.tokenizer import TokenizerConfig  # noqa: E402
-from tests.helpers import make_stage_data, run_stage  # noqa: E402
-from tests.realtext import sample_docs  # noqa: E402
+from pipelines.dataset import doc_id
+from pipelines.testing.ceiling import together_wall
+from pipelines.testing.helpers import make_stage_data, run_stage
+from pipelines.testing.realtext import sample_docs
+from stages.tokenize.config import TokenizeConfig
+from stages.tokenizer.config import TokenizerConfig
 
 
 def corpus(copies: int, shard_docs: int, work: Path):
@@ -184,7 +175,8 @@ def main() -> None:
               f"{peak / 2**20:,.0f} MiB")
     print(f"memory    ratio of peak RSS, largest / smallest corpus: {peaks[-1] / peaks[0]:.2f}")
     print(f"corpus: {docs.num_rows} docs, {sum(len(t) for t in docs.column('text').to_pylist()):,} chars in "
-          f"{len(up.paths())} shards; vocab {args.vocab}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+          f"{len(up.paths())} shards; vocab {args.vocab}; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores")
     # Best of --repeat runs each: other load on the machine only ever makes a figure worse.
     limit = max(raw_limit(model, docs.column("text").to_pylist()) for _ in range(args.repeat))
     print(f"baseline  raw SentencePiece encode, 1 thread: {limit:,.0f} tokens/CPU-s (best of {args.repeat})")

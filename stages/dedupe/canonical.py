@@ -1,12 +1,15 @@
-"""The one text normalisation that dedupe uses, for exact hashes and for shingles (the tests use it too).
+"""The canonical form dedupe compares documents in, for exact hashes and for shingles (the tests use it too).
+It is a matching key, not a cleaned text: the clean stage's `normalise` (stages/clean/normalise.py) produces the
+text that is kept; this one only decides which documents are the same.
 
-    normalise("Ｄｅｂｉａｎ 是一个  自由的操作系统！") == "debian是一个自由的操作系统"
+    canonical("Ｄｅｂｉａｎ 是一个  自由的操作系统！") == "debian是一个自由的操作系统"
 
 NFKC folds full-width forms and compatibility characters (Ｄ -> D, ㈠ -> (一)), `lower()` folds case, then every
 whitespace, punctuation, control and format character (Unicode categories Z*, P*, Cc, Cf: 1,066 code points,
-zero-width spaces included) is removed. `normalise_batch` gives the same result for a batch, faster. Chinese has no spaces, so nothing is split on word boundaries.
+zero-width spaces included) is removed. `canonical_batch` gives the same result for a batch, faster. Chinese has
+no spaces, so nothing is split on word boundaries.
 
-Run: `.venv/bin/python -m stages.dedupe.normalise "some text"` prints the normalised form.
+Run: `.venv/bin/python -m stages.dedupe.canonical "some text"` prints the canonical form.
 """
 from __future__ import annotations
 
@@ -49,13 +52,13 @@ def _fold(text: str) -> str:
     return t.lower()
 
 
-def normalise(text: str) -> str:
+def canonical(text: str) -> str:
     """NFKC, lower case, then whitespace/punctuation/control/format characters removed."""
     return _fold(text).translate(_drop_table())
 
 
-def normalise_batch(texts: list[str]):
-    """normalise() over a batch, as a pyarrow large_string array: the character filter runs compiled over the
+def canonical_batch(texts: list[str]):
+    """canonical() over a batch, as a pyarrow large_string array: the character filter runs compiled over the
     UTF-8 buffer (~2 ns per character instead of ~140 for str.translate, which made it 4x the signature cost)."""
     import pyarrow as pa
 
@@ -66,10 +69,10 @@ def normalise_batch(texts: list[str]):
     return pa.LargeStringArray.from_buffers(len(texts), pa.py_buffer(out_off), pa.py_buffer(out))
 
 
-def exact_key(normalised: str) -> bytes:
-    """A 128-bit hash of normalised text: equal keys mean exact duplicates (collisions out of reach at 10^12 docs)."""
-    return hashlib.blake2b(normalised.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def exact_key(text: str) -> bytes:
+    """A 128-bit hash of a canonical text: equal keys mean exact duplicates (collisions out of reach at 10^12 docs)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 if __name__ == "__main__":
-    print(normalise(" ".join(sys.argv[1:])))
+    print(canonical(" ".join(sys.argv[1:])))

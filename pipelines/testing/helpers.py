@@ -1,5 +1,5 @@
-"""Test harness for one stage: build upstream datasets from tables, run a stage's `run()` in-process on the
-session's real Ray, read its outputs. No MLflow here (the runner tests cover lineage).
+"""Harness for one stage: build upstream datasets from tables, run a stage's `run()` in-process on the
+current real Ray (tests: the session's), read its outputs. No MLflow here (the runner tests cover lineage).
 
     up = make_stage_data(tmp_path / "crawl", "crawl", {"docs": [table1, table2]})
     result, out = run_stage("clean", CleanConfig(...), {"crawl": up}, tmp_path / "clean", workers=2)
@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.dataset import DOC_SCHEMA, Manifest, Output, StageData, doc_id, write_manifest, write_parquet
+from pipelines.runner import declared_outputs
 from pipelines.stage import StageContext, StageResult, registry
 
 
@@ -39,15 +40,15 @@ def make_stage_data(stage_dir: Path, stage: str, outputs: dict[str, list[pa.Tabl
 
 def run_stage(name: str, cfg: Any, upstream: dict[str, StageData], out_dir: Path, workers: int = 2,
               **ctx_kw) -> tuple[StageResult, StageData]:
-    """Run a registered stage's run() and wrap its result as a StageData (manifest written)."""
+    """Run a registered stage's run() and wrap its result as a StageData (manifest written), its outputs checked
+    against their declared schemas as the runner checks them."""
     spec = registry()[name]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(name=name, cfg=cfg, out_dir=out_dir, upstream=upstream, work_dir=out_dir.parent,
                        workers=workers, tracking_uri="", mlflow_run_id=None, **ctx_kw)
     result = spec.run_fn()(ctx)
-    kinds = {o.name: o for o in spec.outputs}
-    outs = {n: Output(kind=kinds[n].kind, shards=s, primary=kinds[n].primary) for n, s in result.outputs.items()}
+    outs = declared_outputs(spec, out_dir, result)
     m = Manifest(stage=name, cache_key="run" * 16, outputs=outs, config={}, upstream={}, code_version="test",
                  stats=result.stats, extra=result.extra)
     write_manifest(out_dir, m)

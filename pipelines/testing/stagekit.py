@@ -1,16 +1,15 @@
 """Test-only stages (never shipped): a tiny three-stage DAG that exercises the runner for real.
 
 `gen` writes N shards of Chinese sentences, `upper` transforms each shard in a Ray task, `count` sums rows.
-Registered when a config lists `plugins: [tests.stagekit]`.
+Registered when a config lists `plugins: [pipelines.testing.stagekit]`.
 """
 from __future__ import annotations
 
 import os
 import time
-
-import pyarrow as pa
 from typing import Optional
 
+import pyarrow as pa
 from pydantic import Field
 
 from pipelines.dataset import DOC_SCHEMA, doc_id, write_parquet
@@ -50,7 +49,8 @@ def gen_shard(i: int, cfg: GenConfig, out_dir: str):
 
 
 def run_gen(ctx: StageContext) -> StageResult:
-    shards = ctx.map(gen_shard, [(i, ctx.cfg, str(ctx.out_dir)) for i in range(ctx.cfg.shards)], rows_of=lambda s: s.rows)
+    items = [(i, ctx.cfg, str(ctx.out_dir)) for i in range(ctx.cfg.shards)]
+    shards = ctx.map(gen_shard, items, rows_of=lambda s: s.rows)
     return StageResult(outputs={"docs": shards}, stats={"shards": len(shards)})
 
 
@@ -90,9 +90,10 @@ def run_count(ctx: StageContext) -> StageResult:
     return StageResult(outputs={"count": [info]}, stats={"total": n})
 
 
-register(StageSpec("gen", [], GenConfig, [OutputSpec("docs", "parquet", True, DOC_SCHEMA)], "tests.stagekit:run_gen",
-                   code_modules=["tests.stagekit"]))
+# This module is the stages' code (what their code version hashes), named as Ray workers import it.
+register(StageSpec("gen", [], GenConfig, [OutputSpec("docs", "parquet", True, DOC_SCHEMA)], f"{__name__}:run_gen",
+                   code_modules=[__name__]))
 register(StageSpec("upper", ["gen"], UpperConfig, [OutputSpec("docs", "parquet", True, DOC_SCHEMA)],
-                   "tests.stagekit:run_upper", code_modules=["tests.stagekit"]))
-register(StageSpec("count", ["upper"], CountConfig, [OutputSpec("count", "parquet", True)], "tests.stagekit:run_count",
-                   code_modules=["tests.stagekit"], headline=["total"]))
+                   f"{__name__}:run_upper", code_modules=[__name__]))
+register(StageSpec("count", ["upper"], CountConfig, [OutputSpec("count", "parquet", True)], f"{__name__}:run_count",
+                   code_modules=[__name__], headline=["total"]))
