@@ -1,4 +1,5 @@
 # zhgpt: `make run` runs the quickstart, `make test` runs the suite. Both create .venv when it is missing.
+# While editing: `make test-fast` (the unit tests, under 2 minutes on 2 cores) and `make lint` (ruff).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ CONFIG ?= configs/quickstart.yaml
 # On a GPU machine: make install TORCH_SPEC=torch (or install your CUDA torch into .venv first).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test ui bench clean-work
+.PHONY: install run test test-fast lint ui bench clean-work
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,9 +32,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
+# Leaves out what pyproject.toml marks slow (Ray Train fits, servers, pipeline subprocesses, big stage runs), the
+# users of the session's end-to-end run, and the multi-node / S3 tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not e2e and not cluster" --durations=5 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+
 ui: $(STAMP)
 	$(BIN)/zhgpt ui $(CONFIG)
 
 bench: $(STAMP)
-	# -P: a script named like a stdlib module (bench/tokenize.py) must not shadow it
-	for b in bench/*.py; do $(BIN)/python -P $$b || exit 1; done
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
