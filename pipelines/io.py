@@ -129,7 +129,7 @@ def conform_error(schema: pa.Schema, required: pa.Schema) -> str:
     return ""
 
 
-def _docs_schema_error(path: str | os.PathLike, columns: list[str] | None) -> None:
+def _check_docs(path: str | os.PathLike, columns: list[str] | None) -> None:
     """Raise ContractError unless the shard has `columns` (all of DOC_SCHEMA when None) with the contract's types;
     a column outside DOC_SCHEMA (one a stage added) may have any type."""
     try:
@@ -148,7 +148,7 @@ def _docs_schema_error(path: str | os.PathLike, columns: list[str] | None) -> No
 
 def read_docs(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
     """A documents shard (every column, or `columns`), checked against the dataset contract's DOC_SCHEMA."""
-    _docs_schema_error(path, columns)
+    _check_docs(path, columns)
     return read_table(path, columns)
 
 
@@ -156,7 +156,7 @@ def iter_docs(path: str | os.PathLike, columns: list[str], batch_rows: int = 102
     """A documents shard's columns in record batches (bounded memory). The schema is checked when this is called,
     not at the first batch: SentencePiece's trainer, which consumes the batches, would turn the error into its own
     "INTERNAL: ..." RuntimeError."""
-    _docs_schema_error(path, columns)
+    _check_docs(path, columns)
     return _batches(str(path), columns, batch_rows)
 
 

@@ -253,3 +253,21 @@ def test_small_corpus_gets_one_val_document(tokenizer, tmp_path):
     assert out.manifest.digests == out2.manifest.digests
     none, _ = run_stage("tokenize", TokenizeConfig(**{**CFG, "val_fraction": 0.0}), ups, tmp_path / "t0")
     assert none.stats["val_rows"] == 0 and none.extra["val_moved"] is None
+
+
+def test_merge_sums_counts_and_keeps_the_smallest_draw():
+    """Encode tasks' counts add up in any order; the first draw is a minimum over shards (ties: the smaller id)."""
+    from stages.tokenize.stage import merge
+
+    def part(tokens: dict, draw):
+        return {"docs": 2, "tokens": sum(tokens.values()), "chars": 9, "bytes": 20, "byte_tokens": 1,
+                "split_tokens": {"train": tokens, "val": {}}, "first_draw": draw}
+
+    parts = [part({"a": 5}, [9, "x", 5, "a"]), part({"a": 3, "b": 4}, [7, "y", 3, "a"]), part({"b": 1}, None),
+             part({"b": 2}, [7, "w", 2, "b"])]
+    m = merge(parts)
+    assert (m["docs"], m["tokens"], m["byte_tokens"]) == (8, 15, 4)
+    assert m["split_tokens"] == {"train": {"a": 8, "b": 7}, "val": {}}
+    assert m["first_draw"] == [7, "w", 2, "b", 3]  # the draw, id, tokens, source, and the shard it is in
+    assert merge(parts[::-1])["split_tokens"] == m["split_tokens"]
+    assert merge([])["first_draw"] is None and merge([])["split_tokens"] == {"train": {}, "val": {}}
