@@ -119,10 +119,10 @@ def extraction_only(bodies: list[bytes], n: int) -> float:
 
 def encoding_table(per_kind: int) -> None:
     """The per-cell table: every cell's pages crawled by one crawl task (in this process) from a local server."""
+    from pipelines.testing.httpsite import SiteServer
+    from pipelines.testing.legacy_site import cell_table, encoding_site
     from stages.crawl.config import CrawlConfig
     from stages.crawl.seeds import crawl_partition
-    from tests.stages.test_crawl_encodings import cell_table, encoding_site
-    from tests.stages.test_crawl_http import SiteServer
 
     routes = encoding_site(per_kind)
     server = SiteServer(routes)
@@ -153,11 +153,11 @@ def decode_cost(n: int, repeat: int) -> None:
     GBK, beside the work the decoder before issue 15 did for the same pages (spelled out below)."""
     from charset_normalizer import from_bytes
 
+    from pipelines.testing.legacy_site import CHARSET_DECL
     from stages.crawl.encoding import BOMS, Decoded, decode, header_charset, meta_charset
-    from tests.stages.test_crawl_encodings import _DECL
 
     utf8 = page_bodies()[:n]
-    gbk = [_DECL.sub("", b.decode()).encode("gbk", "xmlcharrefreplace") for b in utf8]
+    gbk = [CHARSET_DECL.sub("", b.decode()).encode("gbk", "xmlcharrefreplace") for b in utf8]
 
     def old_utf8(body, ctype):  # declared UTF-8: BOM checks, the header's label, a replacing decode, U+FFFD counted
         any(body.startswith(bom) for bom, _ in BOMS)

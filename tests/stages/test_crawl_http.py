@@ -6,15 +6,13 @@ log and the crawl goes on; determinism across worker counts; resume after a fail
 from __future__ import annotations
 
 import gzip
-import http.server
-import threading
-import time
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 
 from pipelines.testing.helpers import run_stage
+from pipelines.testing.httpsite import SiteServer
 from pipelines.testing.realtext import html_files
 from stages.crawl.config import CrawlConfig
 
@@ -26,45 +24,6 @@ ROBOTS = "User-agent: *\nDisallow: /private/\nAllow: /private/ok.html\nCrawl-del
 def page(body: str, links: list[str] = (), head: str = "", title: str = "页面") -> str:
     a = "".join(f'<a href="{h}">链接</a> ' for h in links)
     return f"<html><head>{head}<title>{title}</title></head><body><article><p>{body}</p>{a}</article></body></html>"
-
-
-class SiteServer:
-    """A ThreadingHTTPServer on a loopback address; routes map a path to (status, headers, body) or a callable."""
-
-    def __init__(self, routes: dict, host: str = "127.0.0.1"):
-        self.routes, self.hits, self.release = routes, {}, threading.Event()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.hits.setdefault(self.path, []).append(time.monotonic())
-                route = server.routes.get(self.path, (404, {}, b"not found"))
-                status, headers, body = route(server) if callable(route) else route
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the crawler hung up on purpose (size cap, timeout)
-
-            def log_message(self, *a):
-                pass
-
-            def date_time_string(self, timestamp=None):
-                return "Thu, 01 Jan 2026 00:00:00 GMT"  # what the server returns must not depend on the clock
-
-        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = f"http://{host}:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def html_route(text: str, ctype: str = "text/html; charset=utf-8", codec: str = "utf-8"):
