@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.config import ConfigError, validate
+from pipelines.io import ContractError
 from pipelines.testing.helpers import docs_table, make_stage_data, run_stage
 from pipelines.testing.realtext import sample_docs
 from stages.tokenizer import TokenizerConfig
@@ -128,6 +129,15 @@ def test_vocab_too_large_for_corpus_fails_clearly(tmp_path, ray_session):
     empty = make_stage_data(tmp_path / "empty", "dedupe", {"docs": [docs_table(["", ""])]})
     with pytest.raises(ValueError, match="no text to train on"):
         run_stage("tokenizer", TokenizerConfig(num_threads=1), {"dedupe": empty}, tmp_path / "t2")
+
+
+def test_shard_without_text_is_one_line_before_training(tmp_path, ray_session):
+    """Every shard's schema is checked before SentencePiece consumes anything: raised inside its iterator, the error
+    came back as "SentencePiece training failed: INTERNAL: ValueError: ..." after training on the first shard."""
+    good = docs_table(["机器学习是人工智能的一个分支。"] * 5)
+    up = make_stage_data(tmp_path / "dedupe", "dedupe", {"docs": [good, good.drop_columns(["text"])]})
+    with pytest.raises(ContractError, match=r"part-00001.parquet: documents shard lacks column\(s\) \['text'\]$"):
+        run_stage("tokenizer", TokenizerConfig(vocab_size=400, num_threads=1), {"dedupe": up}, tmp_path / "t")
 
 
 def test_unigram_option_is_lossless_and_repeatable():
