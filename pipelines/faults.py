@@ -3,6 +3,7 @@
     ZHGPT_FAULT=clean.tasks@2          the driver SIGKILLs itself once 2 tasks of the clean stage are done
     ZHGPT_FAULT=crawl.round@1:raise    the crawl raises after round 1 is checkpointed
     ZHGPT_FAULT=train.rank1@3          Ray Train rank 1 SIGKILLs itself before step 3 (once: see `marker`)
+    ZHGPT_FAULT=train.rank1.reported@6 ... after Ray Train has taken its report of step 6 (the final checkpoint)
 
 Several faults are comma-separated. Code marks a point with `fault_point(site, n)`; it does nothing unless the
 variable names that site and count. Ray workers see the variable because the runner passes ZHGPT_* variables
@@ -28,6 +29,11 @@ def _actions(site: str, n: int) -> list[str]:
         if point == f"{site}@{n}":
             out.append(action or "kill")
     return out
+
+
+def armed(site: str, n: int) -> bool:
+    """Whether ZHGPT_FAULT names `site@n`: for a point that must get ready before it fires."""
+    return bool(_actions(site, n))
 
 
 def fault_point(site: str, n: int, marker: str | os.PathLike | None = None) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pipelines.faults import ENV as FAULT_ENV
-from pipelines.faults import fault_point
+from pipelines.faults import armed, fault_point
 from stages.train.data import GlobalOrder, TokenRows, rank_slice
 from stages.train.model import GPTConfig, flops_per_token
 from stages.train.parallel import build_model, full_state, load_full_state
@@ -317,6 +317,18 @@ def _report(t: Trainer, metrics: dict[str, float], final: bool) -> None:
                      checkpoint_dir_name=f"step_{t.step:08d}")
 
 
+def fault_after_report(t: Trainer) -> None:
+    """ZHGPT_FAULT=train.rank<R>.reported@<step> SIGKILLs rank R (once) when Ray Train has taken its report of that
+    step, so the checkpoint reported there is registered: a worker lost after the final checkpoint."""
+    site = f"train.rank{t.rank}.reported"
+    os.environ[FAULT_ENV] = t.cfg.fault or ""
+    if armed(site, t.step):
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        get_train_context().get_result_queue().join()  # the controller polled this rank's report
+        fault_point(site, t.step, f"{t.cfg.fault_marker or 'fault-marker'}.reported")
+
+
 def train_loop_per_worker(config: dict) -> dict | None:
     """Ray Train V2 entry point: resume from the run's latest checkpoint (or init_from), train, report."""
     import ray.train
@@ -346,6 +358,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
         if last or (cfg.checkpoint_every and tr.step % cfg.checkpoint_every == 0):
             log.flush()
             _report(tr, m, last)
+            fault_after_report(tr)
         times.append(time.perf_counter() - clock)
         clock = time.perf_counter()
 

@@ -47,9 +47,12 @@ def test_fit_survives_a_killed_worker_and_resumes_on_fewer_workers(ray_session, 
                                                                    monkeypatch):
     uri, client, run_id = mlflow_run
     out = tmp_path / "work" / "train" / "key1"
-    monkeypatch.setenv("ZHGPT_FAULT", "train.rank1@3")  # SIGKILL rank 1 before step 3 (after the step-2 checkpoint)
+    # SIGKILL rank 1 before step 3 (after the step-2 checkpoint), and again once the final (step-6) checkpoint is
+    # registered: Ray Train then restarts the group from the final checkpoint, with no step left to run
+    monkeypatch.setenv("ZHGPT_FAULT", "train.rank1@3,train.rank1.reported@6")
     result = registry()["train"].run_fn()(context(out, tokenized, cfg(), uri, run_id))
     assert (out / ".partial" / "fault-marker").exists()  # the worker really died
+    assert (out / ".partial" / "fault-marker.reported").exists()  # ... and again after the final checkpoint
     assert sorted(p.name for p in (out / ".partial" / "ray").glob("step_*")) == ["step_00000004", "step_00000006"]
     meta = json.loads((out / "checkpoints" / "meta.json").read_text())
     assert meta["step"] == 6 and meta["mlflow_run_id"] == run_id and sum(meta["seen_per_source"]) == 6 * 8
