@@ -7,6 +7,7 @@ plain PyTorch loop on 2 threads with the same model, batch and data, in the same
 The token shards are real text (the sample site's Debian Reference), tokenized as in the tests. The Ray run is the
 product's `train_loop_per_worker` as the stage runs it: its step time is the wall time from one step's end to the
 next (so MLflow logging into a real SQLite store every 10 steps is inside it), the plain loop's is the step alone.
+The Ray figure is read from the final checkpoint's metrics.json, where the stage reads its own.
 """
 from __future__ import annotations
 
@@ -29,7 +30,12 @@ WARM = 3
 
 
 def loop_config(tok, mlflow_db: Path | None = None) -> dict:
-    from stages.train.model import load_preset
+    """What the stage hands train_loop_per_worker: the train config (dumped) and the run's inputs."""
+    from dataclasses import asdict
+
+    from stages.train.config import TrainConfig
+    from stages.train.shapes import load_preset
+    from stages.train.trainer import RunInputs
 
     uri, run_id = "", None
     if mlflow_db is not None:
@@ -39,10 +45,11 @@ def loop_config(tok, mlflow_db: Path | None = None) -> dict:
         client = MlflowClient(uri)
         exp = client.create_experiment("bench-train", artifact_location=(mlflow_db.parent / "artifacts").as_uri())
         run_id = client.create_run(exp).info.run_id
-    return dict(model=load_preset("tiny", vocab_size=tok.manifest.extra["vocab_size"]).to_dict(),
-                train_paths=[str(p) for p in tok.paths("train")], val_paths=[str(p) for p in tok.paths("val")],
-                tokenizer_digest="bench", max_steps=STEPS, global_batch=16, eval_every=None,
-                checkpoint_every=None, torch_threads=2, tracking_uri=uri, mlflow_run_id=run_id, log_every=10)
+    cfg = TrainConfig(max_steps=STEPS, global_batch=16, eval_every=None, checkpoint={"every": None}, log_every=10)
+    inputs = RunInputs(model=load_preset("tiny", vocab_size=tok.manifest.extra["vocab_size"]).to_dict(),
+                       train=[str(p) for p in tok.paths("train")], val=[str(p) for p in tok.paths("val")],
+                       tokenizer_digest="bench", torch_threads=2, tracking_uri=uri, mlflow_run_id=run_id)
+    return {"cfg": cfg.model_dump(mode="json"), "inputs": asdict(inputs)}
 
 
 def plain_loop(cfg: dict) -> float:
@@ -53,9 +60,9 @@ def plain_loop(cfg: dict) -> float:
 
     torch.set_num_threads(2)
     torch.manual_seed(1337)
-    model = GPT(GPTConfig(**cfg["model"]))
+    model = GPT(GPTConfig(**cfg["inputs"]["model"]))
     opt = make_optimizer(model, 1e-3, 0.1, (0.9, 0.95))
-    rows = TokenRows(cfg["train_paths"])
+    rows = TokenRows(cfg["inputs"]["train"])
     order = GlobalOrder(rows.codes, rows.sources, {}, 1337)
     times = []
     for s in range(STEPS):
@@ -80,14 +87,15 @@ def ray_loop(cfg: dict, storage: Path) -> float:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from stages.train.loop import train_loop_per_worker
+    from stages.train.checkpoint import final_figures
+    from stages.train.launch import train_loop_per_worker
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=cfg,
                            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2}),
                            run_config=RunConfig(name="bench", storage_path=str(storage)))
-    return float(trainer.fit().return_value["median_step_s"])
+    return float(final_figures(trainer.fit().checkpoint.path)["median_step_s"])  # the final checkpoint's figures
 
 
 def main() -> None:

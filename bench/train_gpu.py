@@ -6,8 +6,8 @@ torch.compile; prints tokens/s and MFU (PaLM FLOPs per token against the device'
     ZHGPT_BENCH_SMOKE=1 python bench/train_gpu.py   # tiny shape on CPU, 3 steps: checks the script runs
     BENCH_BATCH=32 BENCH_SDPA=flash BENCH_FUSED=1 BENCH_PROFILE=1 BENCH_LOOP=0 ...   # variants, a kernel table
 
-Needs torch, numpy and pyarrow only (no Ray, MLflow, pydantic or network): the stages.train package imports
-pydantic lazily, only for its stage spec, which this script never touches.
+Needs torch, numpy and pyarrow only (no Ray, MLflow, pydantic or network): the stages.train package builds its
+stage spec (pydantic) lazily, and the Trainer takes the train config as the plain dict a worker receives.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolv
 import torch  # noqa: E402
 from dataclasses import asdict  # noqa: E402
 
-from stages.train import model as model_mod, step as step_mod  # noqa: E402
+from stages.train import gpus, model as model_mod, shapes, step as step_mod  # noqa: E402
 
 
 def matmul_rate(device: str) -> float:
@@ -101,7 +101,10 @@ def loop_rate(model: dict, batch: int, seq: int, warm: int, steps: int, compile_
     import numpy as np
     import pyarrow as pa
 
-    from stages.train.loop import LoopConfig, Trainer
+    from dataclasses import asdict
+
+    from stages.train.sections import OptimConfig, ParallelConfig
+    from stages.train.trainer import RunInputs, Trainer
 
     with tempfile.TemporaryDirectory() as d:
         paths = {}
@@ -112,10 +115,13 @@ def loop_rate(model: dict, batch: int, seq: int, warm: int, steps: int, compile_
             paths[split] = f"{d}/{split}.arrow"
             with pa.ipc.new_file(paths[split], table.schema) as w:
                 w.write_table(table, max_chunksize=256)
-        cfg = LoopConfig(model=model, train_paths=[paths["train"]], val_paths=[paths["val"]],
-                         tokenizer_digest="synthetic", max_steps=warm + steps, global_batch=batch, lr=6e-4,
-                         warmup_steps=warm, eval_every=None, checkpoint_every=None, compile=compile_)
-        t = Trainer(cfg, device=device)
+        # the train config as a worker receives it (TrainConfig.model_dump(); no pydantic on this machine): the
+        # fields the Trainer reads, its sections with their own defaults
+        cfg = {"seed": 1337, "max_steps": warm + steps, "global_batch": batch, "mix": {}, "eval_every": None,
+               "eval_tokens": 64 * seq, "optim": asdict(OptimConfig(lr=6e-4, warmup_steps=warm)),
+               "parallel": asdict(ParallelConfig(compile=compile_))}
+        inputs = RunInputs(model=model, train=[paths["train"]], val=[paths["val"]], tokenizer_digest="synthetic")
+        t = Trainer(cfg, inputs, device=device)
         t.run(until=warm)
         times, mfu = [], []
         for _ in range(steps):
@@ -138,10 +144,10 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() and not smoke else "cpu"
     mode = os.environ.get("BENCH_MODE") or None  # torch.compile mode, e.g. max-autotune-no-cudagraphs
     if smoke:  # tiny shape, CPU, no compile: proves the script end to end in seconds
-        cfg = model_mod.GPTConfig(vocab_size=512, n_layer=2, n_head=2, d_model=64, max_seq_len=64)
+        cfg = shapes.GPTConfig(vocab_size=512, n_layer=2, n_head=2, d_model=64, max_seq_len=64)
         batch, seq, warm, steps, compile_ = 4, 64, 1, 3, False
     else:  # the 124m preset's shape (12 x 768) with a 32k Chinese vocab
-        cfg = model_mod.GPTConfig(vocab_size=32000, n_layer=12, n_head=12, d_model=768, max_seq_len=1024)
+        cfg = shapes.GPTConfig(vocab_size=32000, n_layer=12, n_head=12, d_model=768, max_seq_len=1024)
         batch, seq, warm, steps, compile_ = int(os.environ.get("BENCH_BATCH", 64)), 1024, 8, 30, True
     micro = int(os.environ.get("BENCH_MICRO", batch))  # gradient accumulation when smaller than the batch
     if os.environ.get("BENCH_FUSED") == "1":
@@ -172,8 +178,8 @@ def main() -> None:
             profile(lambda: step_mod.train_step(fwd, opt, list(data[0].split(micro)), 6e-4, 1.0, autocast))
     tok_s = batch * seq / dt
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    peak = step_mod.peak_flops(name)
-    fpt = model_mod.flops_per_token(cfg, seq)
+    peak = gpus.peak_flops(name)
+    fpt = shapes.flops_per_token(cfg, seq)
     mfu = f"{tok_s * fpt / peak:.1%}" if peak else "n/a (no bf16 peak for this device)"
     mem = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB peak" if device == "cuda" else "-"
     print(f"device {name}; torch {torch.__version__}; {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "

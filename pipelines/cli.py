@@ -206,27 +206,6 @@ def trace(config: Path = ConfigArg, url: Optional[str] = typer.Option(None, "--u
         typer.echo(render(out))
 
 
-@app.command()
-def generate(model: Path = typer.Option(..., "--model", help="a train stage directory, or its checkpoints/export"),
-             prompt: str = typer.Option(..., "--prompt", help="Chinese text to continue"),
-             max_new_tokens: int = typer.Option(64, min=1), temperature: float = typer.Option(0.8, min=0.0),
-             seed: int = 0) -> None:
-    """Sample a continuation of PROMPT from a trained model."""
-    from stages.train.generate import generate_cli
-
-    try:
-        generate_cli(model, prompt, max_new_tokens, temperature, seed)
-    except FileNotFoundError as exc:
-        fail(str(exc), 2)
-
-
-def _register_plan() -> None:
-    from pipelines.plan import plan_command
-
-    app.command("plan", help="What a pretraining run takes: memory per GPU, parallel layout, days, GPU-hours.")(
-        plan_command)
-
-
 def _register_stage_commands() -> None:
     """Stages contribute their own commands (StageSpec.commands: "module:function", called with the app)."""
     from pipelines.stage import load_object, registry
@@ -236,7 +215,6 @@ def _register_stage_commands() -> None:
             load_object(spec.commands)(app)
 
 
-_register_plan()
 _register_stage_commands()
 
 

@@ -68,7 +68,7 @@ def format_validation(exc: ValidationError) -> str:
     e = exc.errors()[0]
     key = _fmt_loc(e["loc"])
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    if e["type"] == "extra_forbidden":
+    if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # the latter: a key a section lacks
         return f"config error: {key}: unknown key (value {e.get('input')!r}){more}"
     return f"config error: {key}: {e['msg']} (got {e.get('input')!r}){more}"
 
@@ -132,6 +132,14 @@ def validate(data: dict) -> RootBase:
                if getattr(cfg, up, None) is None]
     if missing:
         raise ConfigError(f"config error: stage inputs missing from the config: {', '.join(missing)}")
+    for name in cfg.stage_names():  # checks across sections (e.g. train's model holds tokenize's sequences)
+        check = getattr(cfg.stage_cfg(name), "check_root", None)
+        if check is None:
+            continue
+        try:
+            check(cfg)
+        except ValueError as exc:
+            raise ConfigError(f"config error: {exc}") from None
     return cfg
 
 

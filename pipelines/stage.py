@@ -31,14 +31,24 @@ BUILTIN = ["crawl", "clean", "dedupe", "tokenizer", "tokenize", "train"]
 
 
 class StageConfig(BaseModel):
-    """Base for every stage's config: unknown keys are errors; EXEC_FIELDS stay out of the cache key."""
+    """Base for every stage's config: unknown keys are errors; EXEC_FIELDS stay out of the cache key. A config may
+    define `check_root(root)`: checks that need other stages' sections (pipelines.config calls it at load time;
+    a ValueError is the config error)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     EXEC_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def key_dict(self) -> dict[str, Any]:
-        """The part of the config that shapes the output (what the cache key hashes)."""
-        return self.model_dump(mode="json", exclude=set(self.EXEC_FIELDS))
+        """The part of the config that shapes the output (what the cache key hashes). An EXEC_FIELDS entry names
+        a field, or a field of a section as "section.field"."""
+        exclude: dict[str, Any] = {}
+        for name in self.EXEC_FIELDS:
+            *sections, leaf = name.split(".")
+            node = exclude
+            for sec in sections:
+                node = node.setdefault(sec, {})
+            node[leaf] = True
+        return self.model_dump(mode="json", exclude=exclude)
 
     def external_digest(self) -> str:
         """A digest of the content of every external file the config names (`ExternalFile` / `ExternalPath`

@@ -286,9 +286,9 @@ def test_training_spreads_over_two_nodes_with_checkpoints_in_s3(e2e_run, two_nod
     data = yaml.safe_load(e2e_cfg.read_text(encoding="utf-8"))
     data.update(work_dir="s3://zhgpt/e2e", scratch_dir=str(tmp_path / "scratch"),
                 train={"model": {"n_layer": 2, "n_head": 4, "d_model": 64}, "max_steps": 4, "global_batch": 4,
-                       "warmup_steps": 1, "eval_every": 4, "eval_tokens": 256, "checkpoint_every": 2,
-                       "num_workers": 2, "torch_threads": 1, "log_every": 2, "sample_tokens": 8,
-                       "prompts": ["中华人民共和国的首都是"]})
+                       "optim": {"warmup_steps": 1}, "eval_every": 4, "eval_tokens": 256, "checkpoint": {"every": 2},
+                       "parallel": {"num_workers": 2, "torch_threads": 1}, "log_every": 2,
+                       "sample": {"tokens": 8, "prompts": ["中华人民共和国的首都是"]}})
     cfg_path = tmp_path / "e2e-s3.yaml"
     cfg_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     run_env = {**env, **aws}

@@ -11,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipelines import plan as P
+from stages.train import plan as P
+from stages.train.cli import plan_command
 
 # Parameter counts published with the weights (Hugging Face safetensors index "total_size" / 2 bytes, and the
 # BLOOM model card): the shape table must reproduce them, or every memory and FLOP figure is off.
@@ -53,13 +54,15 @@ def test_train_presets_match_meta_device_byte_counts(monkeypatch):
     for fn in ("normal_", "uniform_", "kaiming_uniform_", "ones_", "zeros_"):
         # values do not change byte counts; torch's meta normal_ alone imports torch._dynamo (~5 s on 2 cores)
         monkeypatch.setattr(torch.nn.init, fn, lambda t, *a, **k: t)
-    model_mod = pytest.importorskip("stages.train.model", reason="the train stage's model.py is not there yet")
-    names = sorted(p.stem for p in model_mod.PRESETS.glob("*.yaml"))
+    from stages.train import shapes
+    from stages.train.model import GPT
+
+    names = sorted(p.stem for p in shapes.PRESETS.glob("*.yaml"))
     assert names
     for name in names:
-        cfg = model_mod.load_preset(name, vocab_size=P.TRAIN_VOCAB)
+        cfg = shapes.load_preset(name, vocab_size=P.TRAIN_VOCAB)
         with torch.device("meta"):
-            model = model_mod.GPT(cfg)
+            model = GPT(cfg)
         params = list(model.parameters())
         for p in params:
             p.grad = torch.empty_like(p)
@@ -73,7 +76,7 @@ def test_train_presets_match_meta_device_byte_counts(monkeypatch):
         mine = P.memory(shape, P.Layout(), precision="fp32")
         for k, v in real.items():
             assert abs(mine[k] / v - 1) < 0.05, (name, k, mine[k], v)
-        assert shape.flops_per_token() == pytest.approx(model_mod.flops_per_token(cfg, cfg.max_seq_len))
+        assert shape.flops_per_token() == pytest.approx(shapes.flops_per_token(cfg, cfg.max_seq_len))
 
 
 def test_memory_shrinks_as_expected_with_sharding_tp_and_recompute():
@@ -104,7 +107,7 @@ def test_smallest_fit_prefers_least_model_parallelism():
 
 def app() -> typer.Typer:
     a = typer.Typer()
-    a.command()(P.plan_command)
+    a.command()(plan_command)
     return a
 
 

@@ -9,12 +9,12 @@ the tokenizer's size. Our RoPE is the half-split convention HF uses, so Q/K need
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
-from stages.train.model import GPTConfig
+from pipelines.io import atomic_path, write_bytes
+from stages.train.shapes import GPTConfig
 
 
 def hf_config(cfg: GPTConfig, bos_id: int | None, eos_id: int | None) -> dict:
@@ -47,15 +47,17 @@ def hf_state_dict(state: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, t
     return {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in out.items()}
 
 
-def tokenizer_files(spm_model: Path, out: Path, bos_id: int | None, eos_id: int | None) -> list[str]:
-    """The SentencePiece model plus a LlamaTokenizer config that reproduces its ids (no BOS added)."""
+def tokenizer_files(spm_model: Path, out: Path, bos_id: int | None, eos_id: int | None, sp=None) -> list[str]:
+    """The SentencePiece model plus a LlamaTokenizer config that reproduces its ids (no BOS added). `sp`: the run's
+    processor for that model (loaded here when not given)."""
     import sentencepiece as spm
 
     from sentencepiece import sentencepiece_model_pb2
 
-    sp = spm.SentencePieceProcessor(model_file=str(spm_model))
-    proto = sentencepiece_model_pb2.ModelProto.FromString(Path(spm_model).read_bytes())
-    shutil.copyfile(spm_model, out / "tokenizer.model")
+    sp = sp or spm.SentencePieceProcessor(model_file=str(spm_model))
+    model = Path(spm_model).read_bytes()
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model)
+    write_bytes(out / "tokenizer.model", model)
     piece = lambda i: sp.id_to_piece(i) if i is not None and 0 <= i < sp.get_piece_size() else None  # noqa: E731
     conf = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": False, "add_eos_token": False,
             "legacy": False,
@@ -63,19 +65,21 @@ def tokenizer_files(spm_model: Path, out: Path, bos_id: int | None, eos_id: int 
             "add_prefix_space": bool(proto.normalizer_spec.add_dummy_prefix), "clean_up_tokenization_spaces": False,
             "bos_token": piece(bos_id), "eos_token": piece(eos_id), "unk_token": piece(sp.unk_id()),
             "pad_token": None, "model_max_length": 1 << 30, "sp_model_kwargs": {}}
-    (out / "tokenizer_config.json").write_text(json.dumps(conf, ensure_ascii=False, indent=1))
+    write_bytes(out / "tokenizer_config.json", json.dumps(conf, ensure_ascii=False, indent=1).encode("utf-8"))
     return ["tokenizer.model", "tokenizer_config.json"]
 
 
 def export_hf(state: dict[str, torch.Tensor], cfg: GPTConfig, spm_model: Path, out: Path,
-              bos_id: int | None = None, eos_id: int | None = None) -> list[str]:
-    """Write the folder; returns the file names written (relative to `out`), in a fixed order."""
+              bos_id: int | None = None, eos_id: int | None = None, sp=None) -> list[str]:
+    """Write the folder (each file atomically); returns the file names written (relative to `out`), in a fixed
+    order."""
     from safetensors.torch import save_file
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(hf_config(cfg, bos_id, eos_id), indent=1, sort_keys=True))
-    save_file(hf_state_dict(state, cfg), str(out / "model.safetensors"), metadata={"format": "pt"})
+    write_bytes(out / "config.json", json.dumps(hf_config(cfg, bos_id, eos_id), indent=1, sort_keys=True).encode())
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(hf_state_dict(state, cfg), str(tmp), metadata={"format": "pt"})
     gen = {"bos_token_id": bos_id, "eos_token_id": eos_id, "do_sample": True, "temperature": 0.8, "top_k": 50}
-    (out / "generation_config.json").write_text(json.dumps(gen, indent=1, sort_keys=True))
-    return ["config.json", "generation_config.json", "model.safetensors", *tokenizer_files(spm_model, out, bos_id, eos_id)]
+    write_bytes(out / "generation_config.json", json.dumps(gen, indent=1, sort_keys=True).encode())
+    return ["config.json", "generation_config.json", "model.safetensors",
+            *tokenizer_files(spm_model, out, bos_id, eos_id, sp)]

@@ -1,4 +1,5 @@
-"""Sampling from a trained GPT, and `generate_cli` behind `zhgpt generate --model PATH --prompt "..."`.
+"""Sampling from a trained GPT: the stage's samples (the config's `train.sample` section), and `generate_cli` behind
+`zhgpt generate CONFIG|--model PATH --prompt "..."`.
 
 PATH is a train stage directory, its `checkpoints/` or `export/` folder (state.pt + meta.json + tokenizer.model), or any
 folder holding those three files. Loads with torch.load(weights_only=True): nothing is unpickled.
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import torch
 
-from pipelines.text import cjk_fraction  # noqa: F401 (the train stage measures its samples with it)
+from pipelines.text import cjk_fraction
+from stages.train.checkpoint import find_checkpoint
 from stages.train.model import GPT, GPTConfig
-
+from stages.train.sections import SampleConfig
 
 @torch.no_grad()
 def sample_batch(model: GPT, ids: list[int], n: int, max_new_tokens: int, temperature: float = 0.8,
@@ -48,16 +50,6 @@ def sample(model: GPT, ids: list[int], max_new_tokens: int, temperature: float =
     return sample_batch(model, ids, 1, max_new_tokens, temperature, top_k, seed, eos_id)[0]
 
 
-def find_checkpoint(path: Path) -> Path:
-    """The folder holding state.pt + meta.json for a stage dir, a checkpoints dir, or a state.pt path."""
-    path = Path(path)
-    for cand in (path, path / "checkpoints", path.parent, path.parent / "checkpoints"):  # .../export works too
-        if (cand / "state.pt").is_file() and (cand / "meta.json").is_file():
-            return cand
-    raise FileNotFoundError(f"{path}: no trained model here (expected state.pt and meta.json, "
-                            "e.g. work/train/<key>/checkpoints)")
-
-
 def load_model(path: Path, device: str = "cpu") -> tuple[GPT, dict]:
     d = find_checkpoint(path)
     meta = json.loads((d / "meta.json").read_text())
@@ -81,6 +73,17 @@ def generate_texts(model: GPT, sp, prompt: str, n: int, max_new_tokens: int, tem
 def generate_text(model: GPT, sp, prompt: str, max_new_tokens: int, temperature: float, seed: int,
                   eos_id: int | None = None) -> str:
     return generate_texts(model, sp, prompt, 1, max_new_tokens, temperature, seed, eos_id)[0]
+
+
+def sample_prompts(model: GPT, sp, c: SampleConfig, eos_id: int | None) -> tuple[str, float]:
+    """`c.draws` continuations of each prompt (one batch per prompt, seeded by its index), as the stage's
+    samples.txt, and the CJK share of everything generated."""
+    outs, parts = [], []
+    for i, p in enumerate(c.prompts):
+        for j, o in enumerate(generate_texts(model, sp, p, c.draws, c.tokens, c.temperature, seed=i, eos_id=eos_id)):
+            outs.append(o)
+            parts.append(f"## {p}" + (f" ({j + 1}/{c.draws})" if c.draws > 1 else "") + f"\n{p}{o}")
+    return "\n\n".join(parts) + "\n", cjk_fraction("".join(outs))
 
 
 def generate_cli(model: Path, prompt: str, max_new_tokens: int, temperature: float, seed: int) -> str:

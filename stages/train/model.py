@@ -1,81 +1,23 @@
 """A decoder-only LLaMA-style GPT: RoPE (half-split, as Hugging Face Llama), RMSNorm, SwiGLU, no biases,
 optional grouped-query attention and tied embeddings. torch only, so it runs wherever torch does.
 
-    cfg = load_preset("tiny", vocab_size=8000)
+    cfg = load_preset("tiny", vocab_size=8000)   # stages.train.shapes
     model = GPT(cfg)                       # or on the meta device: with torch.device("meta"): GPT(cfg)
     logits = model(idx)                    # (B, T) int64 -> (B, T, padded_vocab)
     loss = model(idx, targets)             # the mean fp32 cross-entropy (reduction="none": per token)
 
-Presets live in presets/<name>.yaml; `GPTConfig(**yaml.safe_load(...))` builds the same config.
+GPTConfig, the presets (presets/<name>.yaml) and FLOPs per token live in shapes.py (no torch there). Training
+flags are not the model's: parallel.py applies activation checkpointing and torch.compile.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRESETS = Path(__file__).resolve().parent / "presets"
-VOCAB_MULTIPLE = 64  # padding the vocab to a multiple of 64 keeps matmuls tensor-core friendly (~25% faster)
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int | None = None  # tokenizer ids; None = take it from the tokenizer
-    n_layer: int = 2
-    n_head: int = 4
-    n_kv_head: int | None = None  # grouped-query attention: heads per K/V; None = n_head (plain MHA)
-    d_model: int = 128
-    ffn_hidden: int | None = None  # None = 8/3 * d_model rounded up to a multiple of 64 (LLaMA's rule)
-    max_seq_len: int = 256
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-6
-    tie_embeddings: bool = True  # with a 32k-150k Chinese vocab, untying adds tens of millions of params
-    init_std: float = 0.02
-
-    def __post_init__(self) -> None:
-        if self.n_kv_head is None:
-            self.n_kv_head = self.n_head
-        if self.ffn_hidden is None:
-            self.ffn_hidden = -(-int(8 * self.d_model / 3) // 64) * 64
-        if self.d_model % self.n_head or self.n_head % self.n_kv_head:
-            raise ValueError(f"d_model {self.d_model} must divide by n_head {self.n_head}, "
-                             f"and n_head by n_kv_head {self.n_kv_head}")
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_head
-
-    @property
-    def padded_vocab(self) -> int:
-        if self.vocab_size is None:
-            raise ValueError("GPTConfig.vocab_size is not set (it comes from the tokenizer)")
-        return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def load_preset(name: str, **overrides) -> GPTConfig:
-    """The named preset (presets/<name>.yaml) with keyword overrides; unknown names and keys are errors."""
-    import yaml
-
-    path = PRESETS / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
-        raise ValueError(f"unknown model preset {name!r}; known presets: {known}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    allowed = {f.name for f in fields(GPTConfig)}
-    bad = sorted(set(data) - allowed)
-    if bad:
-        raise ValueError(f"unknown model field(s) {bad}; allowed: {sorted(allowed)}")
-    return GPTConfig(**data)
+from stages.train.shapes import GPTConfig
 
 
 class RMSNorm(nn.Module):
@@ -161,7 +103,6 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        self.activation_checkpointing = False
         # RoPE tables as buffers (not saved): computed inline, torch.compile re-derived cos/sin in every layer's
         # kernel, which made RoPE 4x slower than its memory traffic on an H100
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
@@ -190,10 +131,7 @@ class GPT(nn.Module):
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         x = self.embed_tokens(idx)
         for block in self.layers:
-            if self.activation_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
-            else:
-                x = block(x, cos, sin)
+            x = block(x, cos, sin)
         logits = self.lm_head(self.norm(x))
         if targets is None:
             return logits
@@ -210,16 +148,3 @@ def init_param(cfg: GPTConfig, name: str, p: torch.Tensor) -> torch.Tensor:
         return nn.init.ones_(p)
     out = name.endswith(("o_proj.weight", "down_proj.weight"))
     return nn.init.normal_(p, 0.0, cfg.init_std / math.sqrt(2 * cfg.n_layer) if out else cfg.init_std)
-
-
-def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
-    """Training FLOPs per token by the PaLM formula: 6N + 12 * L * H * Q * T, no causal discount.
-
-    N = every matmul weight, the output layer included (with a 64k Chinese vocab it is ~37% of a 124M
-    model's matmuls); the embedding lookup is not a matmul, so an untied input embedding is left out.
-    """
-    d, hd, L = cfg.d_model, cfg.head_dim, cfg.n_layer
-    attn = d * hd * (cfg.n_head * 2 + cfg.n_kv_head * 2)
-    mlp = 3 * d * cfg.ffn_hidden
-    n = L * (attn + mlp) + d * cfg.padded_vocab
-    return 6.0 * n + 12.0 * L * cfg.n_head * hd * seq_len

@@ -1,4 +1,6 @@
-"""Data parallelism for the training loop: DDP, or FSDP2 (`fully_shard`) for models too big to replicate. torch only.
+"""How the model runs on the workers (the config's `train.parallel` section): DDP, or FSDP2 (`fully_shard`) for
+models too big to replicate, plus activation checkpointing and torch.compile, so the model holds no training flags.
+torch only.
 
     raw, model = build_model(cfg, seed=1337, device="cpu", world=2, parallel="fsdp")
     state = full_state(raw, opt, sharded=True)   # every rank calls it; the whole state lands on rank 0, on the CPU
@@ -26,19 +28,42 @@ def default_parallel(cfg: GPTConfig) -> str:
 
 
 def build_model(cfg: GPTConfig, seed: int, device: torch.device, world: int, parallel: str = "ddp",
-                bf16: bool = False) -> tuple[nn.Module, nn.Module]:
-    """(raw, model): the GPT and what the step calls (DDP-wrapped, or the same FSDP2-sharded module).
-
-    FSDP2 shards each block, then the root (embeddings, final norm, output layer); with `bf16` it computes in
-    bf16 and reduces gradients in fp32. At world 1 there is nothing to shard or synchronise: the plain model.
+                bf16: bool = False, compile: bool = False,
+                activation_checkpointing: bool = False) -> tuple[nn.Module, nn.Module]:
+    """(raw, model): the GPT and what the step calls (DDP-wrapped, or the same FSDP2-sharded module; compiled with
+    `compile`). With `activation_checkpointing` each block keeps only its input for backward and recomputes the rest.
     """
     if parallel not in PARALLEL:
         raise ValueError(f"parallel must be one of {PARALLEL}, not {parallel!r}")
+    raw, model = _wrap(cfg, seed, torch.device(device), world, parallel, bf16, activation_checkpointing)
+    return raw, torch.compile(model) if compile else model
+
+
+def checkpoint_blocks(raw: GPT) -> None:
+    """Activation checkpointing: in training, each block's forward runs under torch.utils.checkpoint (non-reentrant),
+    so backward recomputes its activations instead of keeping them. Parameters and their names are unchanged."""
+    from torch.utils.checkpoint import checkpoint
+
+    for block in raw.layers:
+        def forward(x, cos, sin, _block=block, _fwd=block.forward):
+            if _block.training:
+                return checkpoint(_fwd, x, cos, sin, use_reentrant=False)
+            return _fwd(x, cos, sin)
+
+        block.forward = forward
+
+
+def _wrap(cfg: GPTConfig, seed: int, device: torch.device, world: int, parallel: str, bf16: bool,
+          activation_checkpointing: bool) -> tuple[nn.Module, nn.Module]:
+    """FSDP2 shards each block, then the root (embeddings, final norm, output layer); with `bf16` it computes in
+    bf16 and reduces gradients in fp32. At world 1 there is nothing to shard or synchronise: the plain model."""
     if parallel == "ddp" or world == 1:
         raw = GPT(cfg)
         torch.manual_seed(seed)  # seeded here, after construction's own draws: the sharded path draws the same
         raw.reset_parameters()
         raw = raw.to(device)
+        if activation_checkpointing:
+            checkpoint_blocks(raw)
         if world == 1:
             return raw, raw
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -49,7 +74,10 @@ def build_model(cfg: GPTConfig, seed: int, device: torch.device, world: int, par
 
     with torch.device("meta"):
         raw = GPT(cfg)
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    if activation_checkpointing:
+        checkpoint_blocks(raw)  # before sharding, so FSDP2's hooks wrap the checkpointed forward
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
+        MixedPrecisionPolicy()
     for block in raw.layers:
         fully_shard(block, mp_policy=mp)
     fully_shard(raw, mp_policy=mp)

@@ -1,7 +1,7 @@
-"""One training step, the optimizer and the learning-rate schedule; torch only.
+"""One training step, the optimizer and the learning-rate schedule (the `optim` config section); torch only.
 
     opt = make_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
-    stats = train_step(model, opt, micro_batches, lr=lr_at(step, sched), grad_clip=1.0)
+    stats = train_step(model, opt, micro_batches, lr=lr_at(step, OptimConfig(), total=400), grad_clip=1.0)
 
 `micro_batches` is a list of (B_micro, T+1) int64 token tensors; the loss is the mean over every target token
 of the global batch whatever the micro-batch split, so a run can change its accumulation at an equal batch.
@@ -10,47 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 
 import torch
 
-# Dense bf16 peak FLOP/s per device (never the 2:4-sparsity figures). Matched against the CUDA device name.
-PEAK_BF16 = [("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12),
-             ("GH200", 989e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12),
-             ("L4", 121e12), ("A10G", 125e12), ("RTX 4090", 165e12), ("V100", 125e12)]
+from stages.train.sections import OptimConfig
+
+WSD_DECAY_FRAC = 0.2  # "wsd": warmup, stable, then a linear decay over the last 20% of the run
 
 
-def peak_flops(device_name: str) -> float | None:
-    """Dense bf16 peak for a device name from torch.cuda.get_device_name(); None when unknown (no MFU then)."""
-    for key, peak in PEAK_BF16:
-        if key in device_name:
-            return peak
-    return None
-
-
-@dataclass
-class Schedule:
-    lr: float
-    warmup: int
-    total: int
-    min_lr_frac: float = 0.1
-    kind: str = "cosine"  # "cosine" | "wsd" (warmup, stable, then linear decay over decay_frac of the run)
-    decay_frac: float = 0.2
-
-
-def lr_at(step: int, s: Schedule) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine or WSD down to min_lr."""
-    if step < s.warmup:
-        return s.lr * (step + 1) / s.warmup
-    lo = s.lr * s.min_lr_frac
-    if s.kind == "wsd":
-        start = max(s.warmup, int(s.total * (1 - s.decay_frac)))
+def lr_at(step: int, o: OptimConfig, total: int) -> float:
+    """Learning rate for optimizer step `step` (0-based) of `total`: linear warmup, then cosine or WSD to min_lr."""
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    lo = o.lr * o.min_lr_frac
+    if o.schedule == "wsd":
+        start = max(o.warmup_steps, int(total * (1 - WSD_DECAY_FRAC)))
         if step < start:
-            return s.lr
-        frac = min(1.0, (step - start) / max(1, s.total - start))
-        return s.lr - (s.lr - lo) * frac
-    frac = min(1.0, (step - s.warmup) / max(1, s.total - s.warmup))
-    return lo + 0.5 * (s.lr - lo) * (1 + math.cos(math.pi * frac))
+            return o.lr
+        frac = min(1.0, (step - start) / max(1, total - start))
+        return o.lr - (o.lr - lo) * frac
+    frac = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+    return lo + 0.5 * (o.lr - lo) * (1 + math.cos(math.pi * frac))
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],

@@ -1,8 +1,10 @@
-"""What the train stage needs from the tokenize stage's manifest, read in one place so it is easy to align.
+"""What the train stage takes from the tokenize stage, read in one place: the shards, and the tokenizer facts the
+tokenize manifest already records (seq_len, vocab_size, eos/bos ids, dtype, digest). The SentencePiece processor
+is loaded once per run (`load_tokenizer`); only the bytes each id stands for are derived from it.
 
     info = token_info(ctx.upstream["tokenize"])
-    info.train, info.val            # Arrow IPC shard paths
-    info.seq_len, info.vocab_size, info.eos_id, info.tokenizer_digest, info.tokenizer_model
+    sp = load_tokenizer(info)                    # the run's one processor: eval sets, bytes per id, export, samples
+    info.train, info.val, info.seq_len, info.vocab_size, info.eos_id, info.bos_id, info.tokenizer_digest
 """
 from __future__ import annotations
 
@@ -10,8 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.dataset import ContractError, StageData, sha256_file
+from stages.train.data import bytes_per_id
 
 DIGEST_KEYS = ("tokenizer_digest", "tokenizer_sha256", "tokenizer")
+
+
+class TrainInputError(ValueError):
+    """Bad input to the train stage: one line that says what is wrong and how to fix it."""
 
 
 @dataclass
@@ -21,6 +28,7 @@ class TokenInfo:
     seq_len: int
     vocab_size: int
     eos_id: int
+    bos_id: int | None  # None: no BOS id (or, before load_tokenizer, not in the manifest)
     dtype: str
     tokenizer_digest: str
     tokenizer_model: Path
@@ -49,6 +57,26 @@ def token_info(up: StageData) -> TokenInfo:
             raise ContractError(f"{up.dir}: tokenize has no output {name!r}")
     model = _tokenizer_model(up)
     digest = next((extra[k] for k in DIGEST_KEYS if isinstance(extra.get(k), str)), None) or sha256_file(model)
+    bos = extra.get("bos_id")
     return TokenInfo(train=up.paths("train"), val=up.paths("val"), seq_len=int(extra["seq_len"]),
                      vocab_size=int(extra["vocab_size"]), eos_id=int(extra["eos_id"]),
-                     dtype=str(extra.get("dtype", "uint32")), tokenizer_digest=digest, tokenizer_model=model)
+                     bos_id=None if bos is None else int(bos), dtype=str(extra.get("dtype", "uint32")),
+                     tokenizer_digest=digest, tokenizer_model=model)
+
+
+def load_tokenizer(info: TokenInfo):
+    """The run's SentencePiece processor; takes the BOS id from it when the manifest did not record one."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(info.tokenizer_model))
+    bos = sp.bos_id() if info.bos_id is None else info.bos_id
+    info.bos_id = bos if bos >= 0 else None
+    return sp
+
+
+def spm_bytes_per_id(sp) -> list[float]:
+    """UTF-8 bytes each id of the processor stands for (bits per byte divide by them)."""
+    n = sp.get_piece_size()
+    kinds = ["byte" if sp.is_byte(i) else "control" if sp.is_control(i) or sp.is_unknown(i) else "normal"
+             for i in range(n)]
+    return bytes_per_id([sp.id_to_piece(i) for i in range(n)], kinds).tolist()

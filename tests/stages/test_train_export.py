@@ -12,8 +12,9 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from pipelines.text import cjk_fraction
 from stages.train.export import export_hf
-from stages.train.generate import cjk_fraction, generate_cli, sample, sample_batch
+from stages.train.generate import generate_cli, sample, sample_batch
 from stages.train.model import GPT, GPTConfig
 from tests.stages.test_train_common import corpus, tokenized, train_spm  # noqa: F401
 
@@ -89,6 +90,47 @@ def test_generate_cli_samples_deterministically(tokenized, tmp_path, capsys):
     assert a == sp.decode(as_doc_start)  # the prompt follows EOS, as every document does in training
     with pytest.raises(FileNotFoundError, match="no trained model here"):
         generate_cli(tmp_path / "elsewhere" / "nothing", "你好", 4, 1.0, 0)
+
+
+def test_generate_from_a_config_finds_its_train_output(e2e_run, tmp_path):
+    """`zhgpt generate CONFIG` samples from the train output of the config as it is now: one line and exit 2 while
+    there is none; then the same text as `--model` on that directory."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.config import load
+    from pipelines.dataset import Manifest, Output, adopt_file, write_manifest
+    from pipelines.runner import plan_all
+
+    e2e_cfg, _, _ = e2e_run
+    data = yaml.safe_load(e2e_cfg.read_text(encoding="utf-8"))
+    data["train"] = {"model": {"n_layer": 1, "n_head": 2, "d_model": 32}, "max_steps": 3}
+    cfg_path = tmp_path / "with-train.yaml"
+    cfg_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    args = ["generate", str(cfg_path), "--prompt", "中华人民共和国的首都是", "--max-new-tokens", "8", "--seed", "3"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "the train stage has no output for this config yet" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+    plans = plan_all(load(cfg_path))
+    plan, tok = plans["train"], plans["tokenize"]  # a train output at the config's cache key: a model, no training
+    vocab = tok.manifest.extra["vocab_size"]
+    cfg = GPTConfig(vocab_size=vocab, n_layer=1, n_head=2, d_model=32, max_seq_len=64)
+    d = plan.dir / "checkpoints"
+    d.mkdir(parents=True)
+    torch.save({"model": GPT(cfg).state_dict(), "optim": {}, "step": 0}, d / "state.pt")
+    (d / "meta.json").write_text(json.dumps({"model": cfg.to_dict(), "eos_id": tok.manifest.extra["eos_id"]}))
+    shutil.copyfile(tok.dir / "tokenizer" / "tokenizer.model", d / "tokenizer.model")
+    shards = [adopt_file(plan.dir, f"checkpoints/{n}") for n in ("state.pt", "meta.json", "tokenizer.model")]
+    write_manifest(plan.dir, Manifest(stage="train", cache_key=plan.key, outputs={"checkpoints": Output("file", shards,
+               primary=True)}, config={}, upstream=plan.upstream, code_version=plan.code))
+    by_config = CliRunner().invoke(app, args)
+    by_model = CliRunner().invoke(app, ["generate", "--model", str(plan.dir), *args[2:]])
+    assert by_config.exit_code == 0 and by_config.output == by_model.output, by_config.output
+    assert by_config.output.startswith("中华人民共和国的首都是")
+    res = CliRunner().invoke(app, ["generate", "--prompt", "你好"])
+    assert res.exit_code == 2 and "give a pipeline CONFIG or --model PATH" in res.output
 
 
 def test_batched_draws_are_seeded_and_stop_at_eos():

@@ -13,21 +13,26 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from stages.train.loop import LoopConfig, Trainer
-from stages.train.model import GPT, GPTConfig, load_preset
+from stages.train.config import TrainConfig
+from stages.train.model import GPT
 from stages.train.parallel import build_model, default_parallel
-from tests.stages.test_train_common import tokenized  # noqa: F401  (session fixture)
+from stages.train.shapes import GPTConfig, load_preset
+from stages.train.trainer import RunInputs, Trainer
+from tests.stages.test_train_common import SEQ_LEN, tokenized  # noqa: F401  (session fixture)
 
 
-def fsdp_cfg(tok) -> dict:
+def fsdp_cfg(tok) -> tuple[dict, dict]:
+    """(the train config as a worker receives it, the run's inputs as a dict: both cross into mp.spawn)."""
     model = load_preset("tiny", vocab_size=tok.manifest.extra["vocab_size"]).to_dict()
-    return dict(model=model, train_paths=[str(p) for p in tok.paths("train")],
-                val_paths=[str(p) for p in tok.paths("val")], tokenizer_digest=tok.manifest.extra["tokenizer_digest"],
-                max_steps=7, global_batch=8, warmup_steps=2, lr=3e-3, eval_every=None, eval_rows=13,
-                checkpoint_every=None, torch_threads=1, parallel="fsdp")
+    cfg = TrainConfig(max_steps=7, global_batch=8, optim={"warmup_steps": 2, "lr": 3e-3}, eval_every=None,
+                      eval_tokens=13 * SEQ_LEN, checkpoint={"every": None},
+                      parallel={"strategy": "fsdp"}).model_dump(mode="json")
+    inputs = dict(model=model, train=[str(p) for p in tok.paths("train")], val=[str(p) for p in tok.paths("val")],
+                  tokenizer_digest=tok.manifest.extra["tokenizer_digest"], torch_threads=1, strategy="fsdp")
+    return cfg, inputs
 
 
-def _rank(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
+def _rank(rank: int, world: int, port: int, cfg: tuple[dict, dict], out: str) -> None:
     """One FSDP2 rank: save its initial weights, resume the one-process checkpoint at step 2, train to 5, save."""
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor
@@ -35,7 +40,7 @@ def _rank(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         out = Path(out)
-        t = Trainer(LoopConfig(**cfg), rank, world)
+        t = Trainer(cfg[0], RunInputs(**cfg[1]), rank, world)
         w = t.raw.layers[0].mlp.up_proj.weight
         sharded = isinstance(w, DTensor) and w.to_local().shape[0] < w.shape[0]
         init = t.full_state()
@@ -60,7 +65,7 @@ def free_port() -> int:
 
 def test_fsdp2_on_two_ranks_matches_one_process(tokenized, tmp_path):
     cfg = fsdp_cfg(tokenized)
-    one = Trainer(LoopConfig(**cfg))  # world 1: the plain model, whatever `parallel` says
+    one = Trainer(cfg[0], RunInputs(**cfg[1]))  # world 1: the plain model, whatever `parallel` says
     init = {k: v.clone() for k, v in one.raw.state_dict().items()}
     straight = one.run(until=2)
     one.save(tmp_path / "one_2")
@@ -83,7 +88,7 @@ def test_fsdp2_on_two_ranks_matches_one_process(tokenized, tmp_path):
     plain.load_state_dict(state["model"])
     for k, v in plain.state_dict().items():
         torch.testing.assert_close(v, ref_weights[k], rtol=1e-4, atol=1e-6)
-    again = Trainer(LoopConfig(**cfg))
+    again = Trainer(cfg[0], RunInputs(**cfg[1]))
     again.load(tmp_path / "fsdp_5")
     assert again.step == 5 and again.run() == pytest.approx(straight[5:], rel=1e-5)
 

@@ -5,24 +5,36 @@ Run: `.venv/bin/python -m pytest -q tests/stages/test_train_loop.py`
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from stages.train.loop import LoopConfig, Trainer, TokenizerMismatch
-from stages.train.model import GPT, GPTConfig, flops_per_token, load_preset
-from stages.train.step import Schedule, lr_at, peak_flops
-from tests.stages.test_train_common import tokenized  # noqa: F401  (session fixture)
+from stages.train.checkpoint import TokenizerMismatch
+from stages.train.config import TrainConfig
+from stages.train.gpus import peak_flops
+from stages.train.model import GPT
+from stages.train.sections import OptimConfig
+from stages.train.shapes import GPTConfig, flops_per_token, load_preset
+from stages.train.step import lr_at
+from stages.train.trainer import RunInputs, Trainer
+from tests.stages.test_train_common import SEQ_LEN, tokenized  # noqa: F401  (session fixture)
 
 TINY = dict(n_layer=2, n_head=4, n_kv_head=2, d_model=64, max_seq_len=64, tie_embeddings=True)
 
 
-def loop_cfg(tok, **kw) -> LoopConfig:
-    base = dict(model={**TINY, "vocab_size": tok.manifest.extra["vocab_size"]},
-                train_paths=[str(p) for p in tok.paths("train")], val_paths=[str(p) for p in tok.paths("val")],
-                tokenizer_digest=tok.manifest.extra["tokenizer_digest"], max_steps=12, global_batch=8,
-                warmup_steps=3, lr=3e-3, eval_every=None, checkpoint_every=None, torch_threads=1, mix={"faq": 2.0})
-    return LoopConfig(**{**base, **kw})
+def loop_cfg(tok, inputs: dict | None = None, **kw) -> tuple[dict, RunInputs]:
+    """(the train config as a worker receives it, the run's inputs) for an in-process Trainer."""
+    base = dict(model=TINY, max_steps=12, global_batch=8, optim={"warmup_steps": 3, "lr": 3e-3}, eval_every=None,
+                checkpoint={"every": None}, mix={"faq": 2.0})
+    cfg = TrainConfig(**{**base, **kw}).model_dump(mode="json")
+    run = RunInputs(model={**TINY, "vocab_size": tok.manifest.extra["vocab_size"]},
+                    train=[str(p) for p in tok.paths("train")], val=[str(p) for p in tok.paths("val")],
+                    tokenizer_digest=tok.manifest.extra["tokenizer_digest"], torch_threads=1)
+    for k, v in (inputs or {}).items():
+        setattr(run, k, v)
+    return cfg, run
 
 
 def test_presets_build_on_meta_and_count_flops():
@@ -44,19 +56,20 @@ def test_presets_build_on_meta_and_count_flops():
 
 
 def test_schedule_warms_up_then_decays():
-    s = Schedule(lr=1e-3, warmup=10, total=100, min_lr_frac=0.1)
-    assert lr_at(0, s) == pytest.approx(1e-4) and lr_at(9, s) == pytest.approx(1e-3)
-    assert lr_at(99, s) == pytest.approx(1e-4, rel=0.01) and lr_at(55, s) < lr_at(20, s)
-    w = Schedule(lr=1e-3, warmup=10, total=100, kind="wsd", decay_frac=0.2)
-    assert lr_at(50, w) == 1e-3 and lr_at(90, w) == pytest.approx(5.5e-4) and lr_at(100, w) == pytest.approx(1e-4)
+    s = OptimConfig(lr=1e-3, warmup_steps=10, min_lr_frac=0.1)
+    assert lr_at(0, s, 100) == pytest.approx(1e-4) and lr_at(9, s, 100) == pytest.approx(1e-3)
+    assert lr_at(99, s, 100) == pytest.approx(1e-4, rel=0.01) and lr_at(55, s, 100) < lr_at(20, s, 100)
+    w = OptimConfig(lr=1e-3, warmup_steps=10, schedule="wsd")  # decays over the last 20% of the run
+    assert lr_at(50, w, 100) == 1e-3 and lr_at(90, w, 100) == pytest.approx(5.5e-4)
+    assert lr_at(100, w, 100) == pytest.approx(1e-4)
 
 
 def test_exact_resume_is_bitwise(tokenized, tmp_path):
-    straight = Trainer(loop_cfg(tokenized)).run()
-    first = Trainer(loop_cfg(tokenized))
+    straight = Trainer(*loop_cfg(tokenized)).run()
+    first = Trainer(*loop_cfg(tokenized))
     head = first.run(until=5)
     first.save(tmp_path / "ckpt")
-    again = Trainer(loop_cfg(tokenized))
+    again = Trainer(*loop_cfg(tokenized))
     again.load(tmp_path / "ckpt")
     assert again.step == 5
     tail = again.run()
@@ -65,41 +78,52 @@ def test_exact_resume_is_bitwise(tokenized, tmp_path):
 
 
 def test_init_from_takes_weights_with_a_fresh_schedule(tokenized, tmp_path):
-    donor = Trainer(loop_cfg(tokenized, max_steps=3))
+    donor = Trainer(*loop_cfg(tokenized, max_steps=3))
     donor.run()
     donor.save(tmp_path / "donor")
-    t = Trainer(loop_cfg(tokenized, seed=5))
+    t = Trainer(*loop_cfg(tokenized, seed=5))
     t.load(tmp_path / "donor", weights_only_init=True)
     assert t.step == 0 and not t.opt.state  # new schedule, new optimizer state
     assert torch.equal(t.raw.norm.weight, donor.raw.norm.weight)
 
 
 def test_micro_batch_split_keeps_the_run(tokenized):
-    whole = Trainer(loop_cfg(tokenized, max_steps=4)).run()
-    split = Trainer(loop_cfg(tokenized, max_steps=4, micro_batch=2)).run()  # 4 accumulation steps
+    whole = Trainer(*loop_cfg(tokenized, max_steps=4)).run()
+    split = Trainer(*loop_cfg(tokenized, max_steps=4, parallel={"micro_batch": 2})).run()  # 4 accumulation steps
     assert split == pytest.approx(whole, rel=1e-4)
 
 
 def test_eval_reports_bpb_per_source_and_refuses_other_tokenizer(tokenized, tmp_path):
     bpi = [1.0] * tokenized.manifest.extra["vocab_size"]
-    t = Trainer(loop_cfg(tokenized, eval_rows=16, bytes_per_id=bpi, eval_sets={"faq": [str(tokenized.paths("val")[0])]}))
+    t = Trainer(*loop_cfg(tokenized, eval_tokens=16 * SEQ_LEN,
+                          inputs=dict(bytes_per_id=bpi, eval_sets={"faq": [str(tokenized.paths("val")[0])]})))
     m = t.evaluate()
     assert {"val/loss", "val/ppl", "val/bpb", "eval/faq/loss"} <= set(m)
     assert m["val/bpb"] == pytest.approx(m["val/loss"] / 0.6931471805599453)  # 1 byte per token here
     t.save(tmp_path / "ckpt")
     meta = json.loads((tmp_path / "ckpt" / "meta.json").read_text())
     assert meta["step"] == 0 and meta["tokenizer_digest"] == tokenized.manifest.extra["tokenizer_digest"]
-    other = Trainer(loop_cfg(tokenized, tokenizer_digest="f" * 64))
+    other = Trainer(*loop_cfg(tokenized, inputs=dict(tokenizer_digest="f" * 64)))
     with pytest.raises(TokenizerMismatch, match="trained with tokenizer") as exc:
         other.load(tmp_path / "ckpt")
     assert "\n" not in str(exc.value)
 
 
 def test_checkpoint_loads_with_weights_only(tokenized, tmp_path):
-    t = Trainer(loop_cfg(tokenized, max_steps=2))
+    t = Trainer(*loop_cfg(tokenized, max_steps=2))
     t.run()
     t.save(tmp_path / "c")
     state = torch.load(tmp_path / "c" / "state.pt", weights_only=True)
     assert state["step"] == 2 and "embed_tokens.weight" in state["model"]
     cfg = GPTConfig(**json.loads((tmp_path / "c" / "meta.json").read_text())["model"])
     assert cfg.n_kv_head == 2
+
+
+def test_model_and_step_import_with_torch_alone():
+    """The GPU machine has torch, numpy, pyarrow and sentencepiece, but no Ray, MLflow or pydantic: the model, one
+    step, the Trainer and sampling must import there (None in sys.modules makes an import fail)."""
+    blocked = "; ".join(f"sys.modules[{m!r}] = None" for m in ("pydantic", "ray", "mlflow", "annotated_types", "yaml"))
+    code = (f"import sys; {blocked}; import stages.train.model, stages.train.step, stages.train.trainer, "
+            "stages.train.generate, stages.train.parallel")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]

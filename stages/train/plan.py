@@ -1,31 +1,29 @@
-"""`zhgpt plan`: what a pretraining run takes: memory per GPU, the smallest parallel layout that fits, step time,
-tokens/s, days and GPU-hours.
+"""The planner behind `zhgpt plan` (cli.py renders it): what a pretraining run takes: memory per GPU, the smallest
+parallel layout that fits, step time, tokens/s, days and GPU-hours.
 
     zhgpt plan --preset 175b --gpus 1024 --gpu h100      # the seed question: replicating GPT-3
     zhgpt plan --params 13B --tokens 1T --gpus 256 --gpu a100 --mfu 0.5
     zhgpt plan --published                               # the planner against published runs, with errors
-    python -m pipelines.plan ...                         # the same without the CLI wiring
 
-Data: configs/plan/gpus.yaml (peak, memory, default MFU and goodput per GPU type), configs/plan/shapes.yaml (model
-shapes) plus the train stage's presets (stages/train/presets/*.yaml), configs/plan/published.yaml (published runs).
-FLOPs use the PaLM formula (6N + 12*L*H*Q*T, N = matmul weights incl. the output layer), as the train stage does.
+Data: stages/train/gpus.py (the one GPU table: peak, memory, default MFU and goodput per GPU type),
+configs/plan/shapes.yaml (published model shapes) plus the train presets as GPTConfig (shapes.py),
+configs/plan/published.yaml (published runs). FLOPs per token are the PaLM formula of shapes.py, the one the train
+step's MFU uses. A Shape carries what GPTConfig cannot (GELU MLPs, biases, learned positions: GPT-3, OPT, BLOOM).
 """
 from __future__ import annotations
 
-import json
 import math
 import re
-import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-import typer
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-TABLES = ROOT / "configs" / "plan"
-TRAIN_PRESETS = ROOT / "stages" / "train" / "presets"
+from stages.train.gpus import planner_gpus
+from stages.train.shapes import load_preset, palm_flops, preset_names
+
+TABLES = Path(__file__).resolve().parents[2] / "configs" / "plan"
 GIB = 1024**3
 # bytes per parameter for (weights, gradients, optimizer states). bf16-mixed + AdamW = 2 + 2 + 12 (fp32 master,
 # m, v): the ZeRO paper's 16 bytes/param. fp32 + AdamW = 4 + 4 + 8, what torch allocates for an fp32 model.
@@ -87,7 +85,7 @@ class Shape:
 
     def flops_per_token(self) -> float:
         n = self.layers * self.layer_matmul() + self.vocab * self.d_model
-        return 6.0 * n + 12.0 * self.layers * self.heads * self.head_dim * self.seq_len
+        return palm_flops(n, self.layers, self.heads, self.head_dim, self.seq_len)
 
 
 @dataclass(frozen=True)
@@ -134,29 +132,31 @@ def parse_count(text, what: str) -> float:
 
 
 def gpus_table() -> dict[str, Gpu]:
+    """The GPU types the planner knows, by name and alias (gpus.py rows that carry planner assumptions)."""
+    keys = [f.name for f in Gpu.__dataclass_fields__.values() if f.name != "name"]
     out = {}
-    for name, row in read_yaml("gpus.yaml").items():
-        gpu = Gpu(name=name, **{**row, "aliases": tuple(row.get("aliases", ()))})
+    for name, row in planner_gpus().items():
+        gpu = Gpu(name=name, **{k: row[k] for k in keys if k in row})
         for key in (name, *gpu.aliases):
             out[key] = gpu
     return out
 
 
-def train_preset_shape(name: str, data: dict, vocab: int) -> Shape:
-    """A train-stage preset (GPTConfig fields) as a Shape: LLaMA-style, vocab padded to 64 as GPTConfig does."""
-    d = data["d_model"]
-    ffn = data.get("ffn_hidden") or -(-int(8 * d / 3) // 64) * 64  # GPTConfig's default rule
-    return Shape(name=name, layers=data["n_layer"], d_model=d, heads=data["n_head"], kv_heads=data.get("n_kv_head"),
-                 ffn_hidden=ffn, vocab=-(-vocab // 64) * 64, seq_len=data.get("max_seq_len", 256),
-                 tied=data.get("tie_embeddings", True), title=f"train preset {name} (vocab {vocab})")
+def train_preset_shape(name: str, vocab: int) -> Shape:
+    """A train-stage preset as a Shape: its GPTConfig, with the vocab padded as the model pads it."""
+    c = load_preset(name, vocab_size=vocab)
+    return Shape(name=name, layers=c.n_layer, d_model=c.d_model, heads=c.n_head,
+                 kv_heads=c.n_kv_head if c.n_kv_head != c.n_head else None, ffn_hidden=c.ffn_hidden,
+                 vocab=c.padded_vocab, seq_len=c.max_seq_len, tied=c.tie_embeddings,
+                 title=f"train preset {name} (vocab {vocab})")
 
 
 def shapes_table(vocab: Optional[int] = None) -> dict[str, Shape]:
     """Named shapes: configs/plan/shapes.yaml, then the train presets; `vocab` replaces every vocabulary."""
     out = {name: Shape(name=name, **{**row, **({"vocab": vocab} if vocab else {})})
            for name, row in read_yaml("shapes.yaml").items()}
-    for path in sorted(TRAIN_PRESETS.glob("*.yaml")):
-        out.setdefault(path.stem, train_preset_shape(path.stem, yaml.safe_load(path.read_text()), vocab or TRAIN_VOCAB))
+    for name in preset_names():
+        out.setdefault(name, train_preset_shape(name, vocab or TRAIN_VOCAB))
     return out
 
 
@@ -318,107 +318,6 @@ def build_plan(shape: Shape, gpu: Gpu, gpus: int, tokens: float, global_batch: f
                                                 and smallest_fit(shape, n, gpu, usable, None, **kw)), None)}
 
 
-def fmt_count(x: float) -> str:
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
-
-
-def gib(x: float) -> str:
-    return f"{x / GIB:,.0f}" if x >= 100 * GIB else f"{x / GIB:.1f}"
-
-
-def render(plan: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console(width=max(100, shutil.get_terminal_size().columns))  # a piped 80 columns would wrap the table
-    s, g, est, cap = plan["shape"], plan["gpu"], plan["estimate"], plan["capacity_bytes"]
-    kv = f" kv{s['kv_heads']}" if s["kv_heads"] else ""
-    con.print(f"[bold]{s['name']}[/bold] {s['title']}: {fmt_count(plan['params'])} params (L{s['layers']} "
-              f"d{s['d_model']} h{s['heads']}{kv} ffn{s['ffn_hidden']} V{s['vocab']} T{s['seq_len']}), "
-              f"{fmt_count(plan['tokens'])} tokens on {plan['gpus']} x {g['label']}", soft_wrap=True)
-    con.print(f"memory per GPU in GiB: {plan['precision']} + AdamW, micro-batch {plan['micro_batch']}, "
-              f"rc = activation recompute, fits = under {cap / GIB:.0f} GiB", soft_wrap=True)
-    t = Table()
-    for col in ("layout", "DP", "weights", "grads", "optim", "acts", "acts rc", "total", "total rc", "fits"):
-        t.add_column(col, justify="left" if col in ("layout", "fits") else "right")
-    for row in plan["memory"]:
-        p, r = row["plain"], row["recompute"]
-        fits = "yes" if p["total"] <= cap else "rc" if r["total"] <= cap else "no"
-        t.add_row(row["layout"].replace(" +recompute", ""), str(row["dp"]),
-                  *(gib(p[k]) for k in ("weights", "gradients", "optimizer", "activations")), gib(r["activations"]),
-                  gib(p["total"]), gib(r["total"]), fits, style="bold green" if row["chosen"] else None)
-    con.print(t)
-    con.print(f"smallest layout that fits: [bold green]{plan['layout']['label'] if plan['layout'] else 'none'}"
-              f"[/bold green]" + (f" x DP{plan['layout']['dp']}" if plan["layout"] else ""))
-    rt = Table(title="time and cost", show_header=False)
-    for k, v in (("FLOPs per token", f"{est['flops_per_token'] / 1e12:.3g} TFLOP (PaLM formula)"),
-                 ("total FLOPs", f"{est['total_flops']:.3g}"),
-                 ("MFU", f"{g['mfu']:.0%}  ({g['mfu_source']})"), ("goodput", f"{g['goodput']:.0%}"),
-                 ("TFLOP/s per GPU", f"{est['tflops_per_gpu']:.0f} of {g['peak_tflops']:.0f} peak"),
-                 ("tokens/s", f"{fmt_count(est['tokens_per_s'])} ({fmt_count(est['tokens_per_s_per_gpu'])} per GPU)"),
-                 ("step time", f"{est['step_s']:.2f} s per {fmt_count(plan['global_batch'])}-token batch"),
-                 ("days", f"{est['days']:.1f}"), ("GPU-hours", fmt_count(est["gpu_hours"]))):
-        rt.add_row(k, v)
-    con.print(rt)
-
-
-def render_published(rows: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table("run", "gpu", "figure", "published", "planner", "error", "implied MFU",
-              title="planner (default MFU and goodput per GPU) vs published runs")
-    for r in rows:
-        t.add_row(r["run"], r["gpu"], r["metric"], fmt_count(r["published"]), fmt_count(r["predicted"]),
-                  f"{r['error']:+.0%}" + ("" if r["check"] else " (not checked)"), f"{r['implied_mfu']:.0%}")
-    Console(width=max(100, shutil.get_terminal_size().columns)).print(t)
-    for r in rows:
-        typer.echo(f"  {r['run']}: {r['source']}")
-
-
-def plan_command(
-        preset: Optional[str] = typer.Option(None, help="model preset: 175b, llama2-70b, ..., or a train preset"),
-        params: Optional[str] = typer.Option(None, help="parameter count (175B); GPT-3 proportions unless shaped"),
-        layers: Optional[int] = None, d_model: Optional[int] = None, heads: Optional[int] = None,
-        kv_heads: Optional[int] = None, ffn_hidden: Optional[int] = None, vocab: Optional[int] = None,
-        seq_len: Optional[int] = None,
-        tokens: Optional[str] = typer.Option(None, help="training tokens (300B); default: the preset's, else 20/param"),
-        gpus: int = typer.Option(8, help="number of GPUs"), gpu: str = typer.Option("h100", help="GPU type"),
-        mfu: Optional[float] = typer.Option(None, help="override the GPU type's default MFU"),
-        goodput: Optional[float] = typer.Option(None, help="override the GPU type's default goodput"),
-        global_batch: Optional[str] = typer.Option(None, help="tokens per optimizer step (default: preset's or 4M)"),
-        micro_batch: int = typer.Option(1, help="sequences per GPU per forward pass"),
-        precision: str = typer.Option("bf16-mixed", help="bf16-mixed (2+2+12 bytes/param) or fp32 (4+4+8)"),
-        usable: float = typer.Option(0.9, help="share of GPU memory a layout may fill"),
-        tp: Optional[int] = None, pp: Optional[int] = None,
-        zero: Optional[int] = typer.Option(None, help="0 = DDP, 1-3 = ZeRO stage (3 = FSDP)"),
-        recompute: Optional[bool] = typer.Option(None, "--recompute/--no-recompute"),
-        published: bool = typer.Option(False, "--published", help="check the planner against published runs"),
-        as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Memory per GPU, the smallest parallel layout that fits, step time, tokens/s, days and GPU-hours."""
-    try:
-        if published:
-            rows = published_checks()
-            typer.echo(json.dumps(rows, indent=1)) if as_json else render_published(rows)
-            return
-        dims = dict(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden)
-        fixed = dict(tp=tp, pp=pp, zero=zero, recompute=recompute)
-        plan = make_plan(preset, params, dims, vocab, seq_len, tokens, gpus, gpu, mfu, goodput, global_batch,
-                         micro_batch, precision, usable, fixed)
-    except PlanError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    typer.echo(json.dumps(plan, indent=1)) if as_json else render(plan)
-    if plan["layout"] is None:
-        need = plan["min_gpus"] or "no count up to 65536"
-        typer.echo(f"error: no layout of {gpus} x {plan['gpu']['label']} fits; {need} GPUs would "
-                   f"(or use a bigger GPU, a smaller --micro-batch)", err=True)
-        raise typer.Exit(1)
-
-
 def make_plan(preset, params, dims, vocab, seq_len, tokens, gpus, gpu, mfu, goodput, global_batch, micro_batch,
               precision, usable, fixed) -> dict:
     """Validate the command line's values and build the plan (one PlanError line for anything wrong)."""
@@ -436,7 +335,3 @@ def make_plan(preset, params, dims, vocab, seq_len, tokens, gpus, gpu, mfu, good
     batch = parse_count(global_batch, "--global-batch") if global_batch else shape.global_batch or 4e6
     fixed = {k: v for k, v in fixed.items() if v is not None}
     return build_plan(shape, g, gpus, n_tok, batch, micro_batch, precision, usable, fixed or None)
-
-
-if __name__ == "__main__":
-    typer.run(plan_command)
