@@ -93,6 +93,28 @@ def test_micro_batch_split_keeps_the_run(tokenized):
     assert split == pytest.approx(whole, rel=1e-4)
 
 
+def test_activation_checkpointing_is_applied_outside_the_model_and_keeps_the_run(tokenized):
+    plain = Trainer(*loop_cfg(tokenized, max_steps=3))
+    ac = Trainer(*loop_cfg(tokenized, max_steps=3, parallel={"activation_checkpointing": True}))
+    assert not hasattr(ac.raw, "activation_checkpointing")  # the model holds no training flag
+    batch = plain.batch(0)[0]
+
+    def saved_for_backward(model) -> int:
+        n = 0
+
+        def pack(t):
+            nonlocal n
+            n += 1
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(batch[:, :-1], batch[:, 1:])
+        return n
+
+    assert saved_for_backward(ac.raw) < saved_for_backward(plain.raw) / 2  # blocks keep their inputs only
+    assert ac.run() == plain.run()  # recomputing a block in backward gives the same numbers, bitwise on CPU
+
+
 def test_eval_reports_bpb_per_source_and_refuses_other_tokenizer(tokenized, tmp_path):
     bpi = [1.0] * tokenized.manifest.extra["vocab_size"]
     t = Trainer(*loop_cfg(tokenized, eval_tokens=16 * SEQ_LEN,
