@@ -126,6 +126,13 @@ def test_seed_question_gpt3_on_1024_h100():
     assert chosen["recompute"]["total"] <= plan["capacity_bytes"]
 
 
+def test_plan_is_a_command_of_the_train_stage():
+    from pipelines.cli import app as zhgpt
+
+    res = CliRunner().invoke(zhgpt, ["plan", "--preset", "124m", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["shape"]["name"] == "124m", res.output
+
+
 def test_overrides_and_bare_parameter_count():
     res = CliRunner().invoke(app(), ["--params", "13B", "--tokens", "1T", "--gpus", "256", "--gpu", "a100",
                                      "--mfu", "0.5", "--goodput", "1", "--json"])
