@@ -12,18 +12,12 @@ The Ray figure is read from the final checkpoint's metrics.json, where the stage
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]  # bench/tokenize.py shadows stdlib
-sys.path.insert(0, str(ROOT))
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 STEPS = int(os.environ.get("BENCH_STEPS", 30))
 WARM = 3
@@ -99,7 +93,7 @@ def ray_loop(cfg: dict, storage: Path) -> float:
 
 
 def main() -> None:
-    from tests.stages.test_train_common import corpus, make_tokenize
+    from pipelines.testing.tokenrows import corpus, make_tokenize
 
     with tempfile.TemporaryDirectory() as d:
         tok = make_tokenize(Path(d) / "tok", docs=corpus(), seq_len=256, vocab=4000)
@@ -109,7 +103,8 @@ def main() -> None:
         base2 = niced_plain_loop(cfg)  # twice, around the Ray run, so load drift shows
     base = (base1 + base2) / 2
     print(f"tiny preset, batch 16x256, {STEPS} steps (median after {WARM} warm-up), 2 torch threads")
-    print(f"plain PyTorch loop (nice 15, as Ray workers): {base * 1000:.1f} ms/step (runs: {base1 * 1000:.1f}, {base2 * 1000:.1f})")
+    print(f"plain PyTorch loop (nice 15, as Ray workers): {base * 1000:.1f} ms/step "
+          f"(runs: {base1 * 1000:.1f}, {base2 * 1000:.1f})")
     print(f"Ray Train 1 worker: {ray_s * 1000:.1f} ms/step")
     print(f"overhead ratio: {ray_s / base:.3f} (goal <= 1.05)")
 

@@ -12,19 +12,12 @@ stage spec (pydantic) lazily, and the Trainer takes the train config as the plai
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
+from dataclasses import asdict
 
-HERE = Path(__file__).resolve().parent
-# `python bench/x.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the stdlib module;
-# the repo root goes first instead (stages.train imports nothing beyond torch, numpy and pyarrow)
-sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import torch
 
-import torch  # noqa: E402
-from dataclasses import asdict  # noqa: E402
-
-from stages.train import gpus, model as model_mod, shapes, step as step_mod  # noqa: E402
+from stages.train import gpus, model as model_mod, shapes, step as step_mod
 
 
 def matmul_rate(device: str) -> float:
@@ -82,8 +75,7 @@ def fuse_projections() -> None:
 
 def profile(step_fn, n: int = 3) -> None:
     """BENCH_PROFILE=1: the GPU kernels of n steps, largest total time first."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as prof
+    from torch.profiler import ProfilerActivity, profile as prof
 
     with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
         for _ in range(n):
@@ -97,11 +89,10 @@ def loop_rate(model: dict, batch: int, seq: int, warm: int, steps: int, compile_
     reads them), per-step metrics, one evaluation and one checkpoint. Median step time after warm-up."""
     import statistics
     import tempfile
+    from dataclasses import asdict
 
     import numpy as np
     import pyarrow as pa
-
-    from dataclasses import asdict
 
     from stages.train.sections import OptimConfig, ParallelConfig
     from stages.train.trainer import RunInputs, Trainer
@@ -184,7 +175,8 @@ def main() -> None:
     mem = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB peak" if device == "cuda" else "-"
     print(f"device {name}; torch {torch.__version__}; {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
           f"params; batch {batch}x{seq} (micro {micro}); compile {compile_} mode {mode}; "
-          f"sdpa {os.environ.get('BENCH_SDPA', 'auto')}; fused {os.environ.get('BENCH_FUSED', '0')}; warm-up {t_warm:.0f} s; {mem}; loss {out['loss']:.3f}")
+          f"sdpa {os.environ.get('BENCH_SDPA', 'auto')}; fused {os.environ.get('BENCH_FUSED', '0')}; "
+          f"warm-up {t_warm:.0f} s; {mem}; loss {out['loss']:.3f}")
     achieved = tok_s * fpt
     vs = f"; {achieved / ceiling:.1%} of an 8192^3 bf16 matmul measured now ({ceiling / 1e12:.0f} TFLOP/s)" \
         if ceiling else ""

@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-exec timeout 170 "$PY" bench/train_gpu.py
+# a plain checkout, not installed: the repo root on the path (stages.train needs only torch, numpy, pyarrow)
+PYTHONPATH=$PWD exec timeout 170 "$PY" bench/train_gpu.py

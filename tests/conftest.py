@@ -15,17 +15,12 @@ import yaml
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
-# Heavy tests in files that the train branch is rewriting (two-rank FSDP, the GPU bench's CPU smoke run, ~15 s):
-# marked slow here until those files carry the mark themselves.
-SLOW_ELSEWHERE = {"test_fsdp2_on_two_ranks_matches_one_process", "test_gpu_bench_script_runs_in_cpu_smoke_mode"}
 
 
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "e2e_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
-        if getattr(item, "originalname", "") in SLOW_ELSEWHERE:
-            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -160,7 +160,7 @@ def plan_command(
                          micro_batch, precision, usable, fixed)
     except PlanError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     typer.echo(json.dumps(plan, indent=1)) if as_json else render(plan)
     if plan["layout"] is None:
         need = plan["min_gpus"] or "no count up to 65536"

@@ -51,7 +51,6 @@ def tokenizer_files(spm_model: Path, out: Path, bos_id: int | None, eos_id: int 
     """The SentencePiece model plus a LlamaTokenizer config that reproduces its ids (no BOS added). `sp`: the run's
     processor for that model (loaded here when not given)."""
     import sentencepiece as spm
-
     from sentencepiece import sentencepiece_model_pb2
 
     sp = sp or spm.SentencePieceProcessor(model_file=str(spm_model))

@@ -18,6 +18,7 @@ from stages.train.checkpoint import find_checkpoint
 from stages.train.model import GPT, GPTConfig
 from stages.train.sections import SampleConfig
 
+
 @torch.no_grad()
 def sample_batch(model: GPT, ids: list[int], n: int, max_new_tokens: int, temperature: float = 0.8,
                  top_k: int | None = 50, seed: int = 0, eos_id: int | None = None) -> list[list[int]]:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.faults import ENV as FAULT_ENV
-from pipelines.faults import armed, fault_point
+from pipelines.faults import ENV as FAULT_ENV, armed, fault_point
 from stages.train.sections import CheckpointConfig
 from stages.train.trainer import RunInputs, Trainer
 
@@ -31,8 +30,7 @@ WARM_STEPS = 3  # steps left out of the median step time (start-up, allocator wa
 def fit(ctx, inputs: RunInputs) -> Path:
     """Run TorchTrainer to the end (resuming from .partial/ray when it holds checkpoints); the final checkpoint's
     local directory."""
-    from ray.train import CheckpointConfig as RayCheckpoints
-    from ray.train import FailureConfig, RunConfig, ScalingConfig, WorkerGroupError
+    from ray.train import CheckpointConfig as RayCheckpoints, FailureConfig, RunConfig, ScalingConfig, WorkerGroupError
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipelines.stage import task_error

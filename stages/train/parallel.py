@@ -95,8 +95,7 @@ def _wrap(cfg: GPTConfig, seed: int, device: torch.device, world: int, parallel:
 def full_state(raw: nn.Module, opt: torch.optim.Optimizer, sharded: bool) -> dict:
     """Model and optimizer as full state dicts keyed by parameter name (collective when sharded: every rank
     calls it; rank 0 gets everything on the CPU, the others an empty dict)."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=sharded)
     return {"model": get_model_state_dict(raw, options=opts), "optim": get_optimizer_state_dict(raw, opt, options=opts)}
@@ -104,8 +103,7 @@ def full_state(raw: nn.Module, opt: torch.optim.Optimizer, sharded: bool) -> dic
 
 def load_full_state(raw: nn.Module, opt: torch.optim.Optimizer | None, state: dict, sharded: bool) -> None:
     """The inverse of full_state (opt None: weights only). Sharded: rank 0's state is broadcast and sliced."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                         set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=sharded)
     set_model_state_dict(raw, state.get("model", {}), options=opts)

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pipelines.dataset import PARTIAL, ShardInfo, adopt_file, write_file
+from pipelines.dataset import PARTIAL, ShardInfo, write_file
 from pipelines.faults import ENV as FAULT_ENV
 from pipelines.io import atomic_path, read_json, write_bytes, write_json
 from pipelines.stage import StageContext, StageResult
@@ -111,7 +111,7 @@ def run_inputs(ctx: StageContext, info: TokenInfo, model: dict, sp) -> RunInputs
 def copy_shard(src: Path, stage_dir: Path, rel: str) -> ShardInfo:
     with atomic_path(stage_dir / rel) as tmp:
         shutil.copyfile(src, tmp)
-    return adopt_file(stage_dir, rel)
+    return ShardInfo.of(stage_dir, rel, 0)
 
 
 def collect(ctx: StageContext, ckpt: Path, info: TokenInfo, sp) -> tuple[list[ShardInfo], list[ShardInfo], dict]:
@@ -124,12 +124,12 @@ def collect(ctx: StageContext, ckpt: Path, info: TokenInfo, sp) -> tuple[list[Sh
     meta = {**read_json(ckpt / META), "eos_id": info.eos_id}
     write_json(ctx.out_dir / "checkpoints" / META, meta, indent=1)
     ckpts = [copy_shard(ckpt / STATE, ctx.out_dir, f"checkpoints/{STATE}"),
-             adopt_file(ctx.out_dir, f"checkpoints/{META}"),
+             ShardInfo.of(ctx.out_dir, f"checkpoints/{META}", 0),
              write_file(info.tokenizer_model.read_bytes(), ctx.out_dir, "checkpoints/tokenizer.model")]
     state = torch.load(ckpt / STATE, map_location="cpu", weights_only=True)["model"]
     names = export_hf(state, GPTConfig(**meta["model"]), info.tokenizer_model, ctx.out_dir / "export",
                       bos_id=info.bos_id, eos_id=info.eos_id, sp=sp)
-    return ckpts, [adopt_file(ctx.out_dir, f"export/{n}") for n in names], meta
+    return ckpts, [ShardInfo.of(ctx.out_dir, f"export/{n}", 0) for n in names], meta
 
 
 def samples(ctx: StageContext, info: TokenInfo, sp) -> float:

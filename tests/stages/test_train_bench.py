@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_gpu_bench_script_runs_in_cpu_smoke_mode():
     env = {**os.environ, "ZHGPT_BENCH_SMOKE": "1", "PYTHON": sys.executable}
     out = subprocess.run(["bash", str(ROOT / "bench" / "train_gpu.sh")], env=env, cwd=ROOT, capture_output=True,

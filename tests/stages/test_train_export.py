@@ -12,11 +12,11 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from pipelines.testing.tokenrows import corpus
 from pipelines.text import cjk_fraction
 from stages.train.export import export_hf
 from stages.train.generate import generate_cli, sample, sample_batch
 from stages.train.model import GPT, GPTConfig
-from tests.stages.test_train_common import corpus, tokenized, train_spm  # noqa: F401
 
 transformers = pytest.importorskip("transformers")
 
@@ -100,7 +100,7 @@ def test_generate_from_a_config_finds_its_train_output(e2e_run, tmp_path):
 
     from pipelines.cli import app
     from pipelines.config import load
-    from pipelines.dataset import Manifest, Output, adopt_file, write_manifest
+    from pipelines.dataset import Manifest, Output, ShardInfo, write_manifest
     from pipelines.runner import plan_all
 
     e2e_cfg, _, _ = e2e_run
@@ -122,7 +122,7 @@ def test_generate_from_a_config_finds_its_train_output(e2e_run, tmp_path):
     torch.save({"model": GPT(cfg).state_dict(), "optim": {}, "step": 0}, d / "state.pt")
     (d / "meta.json").write_text(json.dumps({"model": cfg.to_dict(), "eos_id": tok.manifest.extra["eos_id"]}))
     shutil.copyfile(tok.dir / "tokenizer" / "tokenizer.model", d / "tokenizer.model")
-    shards = [adopt_file(plan.dir, f"checkpoints/{n}") for n in ("state.pt", "meta.json", "tokenizer.model")]
+    shards = [ShardInfo.of(plan.dir, f"checkpoints/{n}", 0) for n in ("state.pt", "meta.json", "tokenizer.model")]
     write_manifest(plan.dir, Manifest(stage="train", cache_key=plan.key, outputs={"checkpoints": Output("file", shards,
                primary=True)}, config={}, upstream=plan.upstream, code_version=plan.code))
     by_config = CliRunner().invoke(app, args)

@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from pipelines.testing.tokenrows import SEQ_LEN
 from stages.train.config import TrainConfig
 from stages.train.model import GPT
 from stages.train.parallel import build_model, default_parallel
 from stages.train.shapes import GPTConfig, load_preset
 from stages.train.trainer import RunInputs, Trainer
-from tests.stages.test_train_common import SEQ_LEN, tokenized  # noqa: F401  (session fixture)
 
 
 def fsdp_cfg(tok) -> tuple[dict, dict]:
@@ -63,6 +63,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_fsdp2_on_two_ranks_matches_one_process(tokenized, tmp_path):
     cfg = fsdp_cfg(tokenized)
     one = Trainer(cfg[0], RunInputs(**cfg[1]))  # world 1: the plain model, whatever `parallel` says

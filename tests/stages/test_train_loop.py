@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from pipelines.testing.tokenrows import SEQ_LEN
 from stages.train.checkpoint import TokenizerMismatch
 from stages.train.config import TrainConfig
 from stages.train.gpus import peak_flops
@@ -19,7 +20,6 @@ from stages.train.sections import OptimConfig
 from stages.train.shapes import GPTConfig, flops_per_token, load_preset
 from stages.train.step import lr_at
 from stages.train.trainer import RunInputs, Trainer
-from tests.stages.test_train_common import SEQ_LEN, tokenized  # noqa: F401  (session fixture)
 
 TINY = dict(n_layer=2, n_head=4, n_kv_head=2, d_model=64, max_seq_len=64, tie_embeddings=True)
 

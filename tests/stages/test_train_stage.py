@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from pipelines.stage import StageContext, registry
+from pipelines.testing.tokenrows import SEQ_LEN
 from stages.train.config import TrainConfig
 from stages.train.upstream import TrainInputError
-from tests.stages.test_train_common import SEQ_LEN, make_tokenize, tokenized  # noqa: F401
 
 SMALL = {"n_layer": 2, "n_head": 4, "d_model": 64}
 SECTIONS = ("optim", "checkpoint", "parallel", "sample")
@@ -80,7 +80,8 @@ def test_fit_survives_a_killed_worker_and_resumes_on_fewer_workers(ray_session, 
     assert meta2["step"] == 8 and sum(meta2["seen_per_source"]) == 8 * 8
     assert meta2["mlflow_run_id"] == run_id  # the run id kept in the checkpoint wins over the new child run
     assert result2.extra["mlflow_metrics_run_id"] == run_id
-    assert not torch.equal(before, torch.load(out / "checkpoints" / "state.pt", weights_only=True)["model"]["norm.weight"])
+    after = torch.load(out / "checkpoints" / "state.pt", weights_only=True)["model"]["norm.weight"]
+    assert not torch.equal(before, after)
     assert max(m.step for m in client.get_metric_history(run_id, "loss")) == 8
 
 
@@ -153,10 +154,10 @@ def test_config_change_beside_unfinished_run_is_refused(tmp_path, tokenized):
 
 
 def test_eval_sets_are_tokenized_and_logged_as_eval_inputs(tmp_path, tokenized, mlflow_run):
+    from pipelines.testing.tokenrows import corpus
     from stages.train.data import TokenRows
     from stages.train.evalsets import tokenize_eval_sets
     from stages.train.upstream import load_tokenizer, token_info
-    from tests.stages.test_train_common import corpus
 
     uri, client, run_id = mlflow_run
     text = tmp_path / "faq.txt"
