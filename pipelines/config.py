@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from pipelines.stage import load_plugins, ordered, registry
+from pipelines.stage import input_stages, load_plugins, ordered, registry
 from pipelines.storage import default_scratch, is_url
 
 
@@ -132,14 +132,14 @@ def validate(data: dict) -> RootBase:
                if getattr(cfg, up, None) is None]
     if missing:
         raise ConfigError(f"config error: stage inputs missing from the config: {', '.join(missing)}")
-    for name in cfg.stage_names():  # checks across sections (e.g. train's model holds tokenize's sequences)
-        check = getattr(cfg.stage_cfg(name), "check_root", None)
-        if check is None:
-            continue
-        try:
-            check(cfg)
-        except ValueError as exc:
-            raise ConfigError(f"config error: {exc}") from None
+    try:
+        for n in cfg.stage_names():
+            input_stages(n, cfg.stage_names())
+            check = getattr(cfg.stage_cfg(n), "check_root", None)  # across sections: train's model holds tokenize's rows
+            if check is not None:
+                check(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"config error: {exc}") from None
     return cfg
 
 

@@ -23,7 +23,7 @@ from pipelines.config import RootBase
 from pipelines.dataset import ContractError, Manifest, Output, StageData
 from pipelines.index import build_indexes
 from pipelines.io import conform_error, schema_of
-from pipelines.stage import Progress, StageContext, StageSpec, ordered, registry
+from pipelines.stage import Progress, StageContext, StageSpec, input_stages, ordered, registry
 from pipelines.storage import Store
 
 
@@ -81,7 +81,8 @@ class StagePlan:
     dir: Path | None = None  # the local directory the stage works in (the work_dir's, or the scratch mirror's)
     uri: str | Path | None = None  # the stage directory in the store of record (== dir for a local work_dir)
     manifest: Manifest | None = None
-    upstream: dict[str, dict[str, str]] = field(default_factory=dict)
+    upstream: dict[str, dict[str, str]] = field(default_factory=dict)  # by the stage that provides each input
+    inputs: dict[str, str] = field(default_factory=dict)  # declared input -> the stage providing it (stand-ins)
     upstream_dirs: dict[str, str | Path] = field(default_factory=dict)  # stage -> its uri
     code: str = ""
 
@@ -95,7 +96,8 @@ def resolve(cfg: RootBase, plans: dict[str, StagePlan], name: str, store: Store 
     store = store or Store.of(cfg)
     spec = registry()[name]
     plan = StagePlan(name, spec, code=code_version(spec))
-    ups = [plans.get(u) for u in spec.inputs]
+    plan.inputs = input_stages(name, cfg.stage_names())
+    ups = [plans.get(u) for u in plan.inputs.values()]
     if all(u is not None and u.complete for u in ups):
         plan.upstream = {u.name: u.manifest.digests for u in ups}
         plan.upstream_dirs = {u.name: u.uri for u in ups}
@@ -119,7 +121,7 @@ def downstream_of(cfg: RootBase, start: str) -> set[str]:
     names = ordered(cfg.stage_names())
     out = {start}
     for n in names:
-        if any(u in out for u in registry()[n].inputs):
+        if any(u in out for u in input_stages(n, names).values()):
             out.add(n)
     return out
 
@@ -176,7 +178,7 @@ class Runner:
                 if name not in todo:
                     if plan.complete or only is None:
                         continue
-                    if name in registry()[only].inputs:  # --only: its inputs must already exist
+                    if name in input_stages(only, self.cfg.stage_names()).values():  # --only: its inputs must exist
                         raise SelectionError(f"--only {only}: input stage {name} has no complete output for the "
                                              f"current config; run `zhgpt run CONFIG --from {name}` first")
                     continue
@@ -197,11 +199,11 @@ class Runner:
 
     def _ups(self, plan: StagePlan, plans: dict[str, StagePlan]) -> dict[str, StageData]:
         """The input stages, present in the local directory (fetched from the store of record when remote)."""
-        return {u: StageData(self.store.fetch(u, plans[u].key, plans[u].manifest), plans[u].manifest)
-                for u in plan.spec.inputs}
+        return {u: StageData(self.store.fetch(real, plans[real].key, plans[real].manifest), plans[real].manifest)
+                for u, real in plan.inputs.items()}
 
     def _reuse(self, plan: StagePlan, plans: dict[str, StagePlan]) -> None:
-        ups = {u: plans[u].manifest for u in plan.spec.inputs}
+        ups = {real: plans[real].manifest for real in plan.inputs.values()}
         self.progress.log(f"[{plan.name}] cached: {plan.uri}")
         self.lineage.cached_stage(plan, stage_metrics(plan.manifest, ups))
 
@@ -236,7 +238,7 @@ class Runner:
                 raise StageFailed(plan.name, msg) from exc
             raise
         plan.manifest = m
-        ups = {u: plans[u].manifest for u in plan.spec.inputs}
+        ups = {real: plans[real].manifest for real in plan.inputs.values()}
         self.lineage.finish_stage(plan, stage_metrics(m, ups), [plan.dir / a for a in result.artifacts])
         self.progress.log(f"[{plan.name}] done in {m.wall_seconds:.1f}s: "
                           + ", ".join(f"{n}={o.rows} rows" for n, o in outputs.items()))

@@ -19,7 +19,7 @@ import hashlib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Iterator, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, FilePath
 
@@ -27,7 +27,7 @@ from pipelines.dataset import MANIFEST, PARTIAL, ShardInfo, StageData, sha256_fi
 from pipelines.faults import fault_point
 
 # Stages shipped with zhgpt, in pipeline order. A missing package is simply not offered.
-BUILTIN = ["crawl", "clean", "dedupe", "tokenizer", "tokenize", "train"]
+BUILTIN = ["crawl", "clean", "dedupe", "quality", "tokenizer", "tokenize", "train"]
 
 
 class StageConfig(BaseModel):
@@ -127,6 +127,11 @@ class StageSpec:
     headline: list[str] = field(default_factory=list)  # stats copied into the parent run as <stage>.<stat>
     # "package.module:function" adding the stage's own commands to the CLI: function(app: typer.Typer)
     commands: str | None = None
+    # An optional stage in a chain (a filter): when its section is present, every other stage that names
+    # `stands_in_for` among its inputs reads this stage instead, under the name it declared. quality stands in
+    # for dedupe, so tokenizer and tokenize read quality's `docs` (as ctx.upstream["dedupe"]) when the config has
+    # a `quality:` section, and dedupe's otherwise. Its outputs must include what those stages read.
+    stands_in_for: str | None = None
 
     def run_fn(self) -> Callable[["StageContext"], "StageResult"]:
         return load_object(self.run)
@@ -168,7 +173,7 @@ class StageContext:
     name: str
     cfg: Any  # the stage's StageConfig
     out_dir: Path  # <work_dir>/<stage>/<key16>
-    upstream: dict[str, StageData]
+    upstream: dict[str, StageData]  # keyed by the inputs the spec declares (a stand-in's data under its target's name)
     work_dir: Path
     workers: int  # max concurrent Ray tasks
     tracking_uri: str
@@ -262,9 +267,32 @@ def registry() -> dict[str, StageSpec]:
     return _REGISTRY
 
 
+def input_stages(name: str, present: Iterable[str]) -> dict[str, str]:
+    """{input as stage `name` declares it: the stage that provides it in a config whose stages are `present`}.
+
+    A declared input is replaced by the present stage standing in for it (StageSpec.stands_in_for), and that
+    one by its own stand-in, and so on: the nearest stage of the chain present in the config. A stand-in never
+    stands in for its own inputs. Two present stages standing in for the same stage are an error."""
+    reg, present = registry(), set(present)
+    subs: dict[str, str] = {}
+    for n in sorted(present):
+        target = reg[n].stands_in_for if n in reg else None
+        if target is not None:
+            if target in subs:
+                raise ValueError(f"stages {subs[target]} and {n} both stand in for {target}: keep one of them")
+            subs[target] = n
+    out = {}
+    for up in reg[name].inputs:
+        real, seen = up, {name}
+        while real in subs and subs[real] not in seen:
+            seen.add(real)
+            real = subs[real]
+        out[up] = real
+    return out
+
+
 def ordered(names: list[str]) -> list[str]:
     """Topological order of the given stages; built-ins first in pipeline order, then plugins by name."""
-    reg = registry()
     order: list[str] = []
     rank = {n: i for i, n in enumerate(BUILTIN)}
 
@@ -273,7 +301,7 @@ def ordered(names: list[str]) -> list[str]:
             return
         if n in path:
             raise ValueError(f"stage cycle: {' -> '.join(path + (n,))}")
-        for up in reg[n].inputs:
+        for up in input_stages(n, names).values():
             if up in names:
                 visit(up, path + (n,))
         order.append(n)
