@@ -9,7 +9,7 @@ CONFIG ?= configs/quickstart.yaml
 # On a GPU machine: make install TORCH_SPEC=torch (or install your CUDA torch into .venv first).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test test-fast lint ui bench clean-work
+.PHONY: install run ablate test test-fast lint ui bench clean-work
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,16 @@ run: $(STAMP)
 	bash scripts/fetch_sample_site.sh data/sample-site
 	trap '$(BIN)/python scripts/serve_sample_site.py stop' EXIT INT TERM; \
 	$(BIN)/python scripts/serve_sample_site.py start && $(BIN)/zhgpt run $(CONFIG)
+
+# The data ablation of the README (configs/ablation.yaml): the reference sets cut from the sample site, then one
+# pipeline run per variant of the quality stage, and a second seed of the baseline for the noise.
+ABLATE_VARY ?= quality=null,{keep_fraction: 0.7},{keep_fraction: 0.5}
+ablate: $(STAMP)
+	bash scripts/fetch_sample_site.sh data/sample-site
+	$(BIN)/python scripts/reference_sets.py configs/ablation.yaml
+	trap '$(BIN)/python scripts/serve_sample_site.py stop' EXIT INT TERM; \
+	$(BIN)/python scripts/serve_sample_site.py start && \
+	$(BIN)/zhgpt ablate configs/ablation.yaml --vary '$(ABLATE_VARY)' --noise-seed 7
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)

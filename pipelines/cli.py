@@ -47,8 +47,9 @@ def tracking_uri_of(cfg: RootBase) -> str:
 
 
 def execute(cfg: RootBase, from_: str | None = None, only: str | None = None, force: list[str] | None = None,
-            fresh: bool = False):
-    """Run the pipeline in this process (the CLI and the tests both come through here)."""
+            fresh: bool = False, lineage=None):
+    """Run the pipeline in this process (the CLI, `zhgpt ablate` and the tests all come through here).
+    `lineage`: a pipelines.lineage.Lineage to record into (ablate passes one that nests the run under its own)."""
     from pipelines.lineage import Lineage, check_reachable
     from pipelines.progress import make_progress
     from pipelines.raysetup import init_ray
@@ -62,7 +63,8 @@ def execute(cfg: RootBase, from_: str | None = None, only: str | None = None, fo
     workers = init_ray(cfg.ray)
     progress = make_progress()
     try:
-        runner = Runner(cfg, Lineage(uri, cfg.pipeline, cfg.local_dir), progress, workers=workers, fresh=fresh)
+        lineage = lineage or Lineage(uri, cfg.pipeline, cfg.local_dir)
+        runner = Runner(cfg, lineage, progress, workers=workers, fresh=fresh)
         return runner.run(from_=from_, only=only, force=force)
     finally:
         getattr(progress, "close", lambda: None)()
@@ -215,6 +217,14 @@ def _register_stage_commands() -> None:
             load_object(spec.commands)(app)
 
 
+def _register_ablate() -> None:
+    from pipelines.ablate import ablate_command
+
+    app.command("ablate", help="One pipeline run per combination of --vary values; a table and plot of what "
+                "each did to the model.")(ablate_command)
+
+
+_register_ablate()
 _register_stage_commands()
 
 

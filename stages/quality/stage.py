@@ -123,9 +123,14 @@ def summarise(parts: list[dict], infos: list[tuple], limits: dict, cuts: dict, f
 
 
 def run(ctx: StageContext) -> StageResult:
-    cfg: QualityConfig = ctx.cfg
     shards = [str(p) for p in ctx.upstream["dedupe"].paths("docs")]
-    model, figures = fit_classifier(ctx, shards) if cfg.positives else (None, {})
+    model, figures = fit_classifier(ctx, shards) if ctx.cfg.positives else (None, {})
+    return score_and_keep(ctx, shards, model, figures)
+
+
+def score_and_keep(ctx: StageContext, shards: list[str], model: str | None, figures: dict) -> StageResult:
+    """The fan-out (what bench/quality.py times): score every shard, set the thresholds, split every shard."""
+    cfg: QualityConfig = ctx.cfg
     parts = ctx.map(score_shard, [(s, model, cfg) for s in shards], rows_of=lambda p: len(p["source_name"]))
     limits, cuts = _limits(cfg, parts)
     items = []
