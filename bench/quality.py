@@ -79,8 +79,9 @@ def tokenization(work: Path) -> None:
         scorer.model.predict(lines, k=2)
         rate = len(lines) / (time.process_time() - t0)
         mean = {k: np.mean([f[k] for f in figs]) for k in ("precision", "recall", "roc_auc")}
+        per_seed = ", ".join(f"{f['roc_auc']:.2f}" for f in figs)
         print(f"   {name:<5} precision {mean['precision']:.3f}  recall {mean['recall']:.3f}  ROC AUC "
-              f"{mean['roc_auc']:.3f}  (AUC per seed {', '.join(f'{f['roc_auc']:.2f}' for f in figs)})  "
+              f"{mean['roc_auc']:.3f}  (AUC per seed {per_seed})  "
               f"predict {rate:,.0f} docs/CPU-s  model {(work / f'{name}-0.bin').stat().st_size / 1e6:.0f} MB")
 
 

@@ -125,11 +125,14 @@ def summarise(parts: list[dict], infos: list[tuple], limits: dict, cuts: dict, f
 def run(ctx: StageContext) -> StageResult:
     shards = [str(p) for p in ctx.upstream["dedupe"].paths("docs")]
     model, figures = fit_classifier(ctx, shards) if ctx.cfg.positives else (None, {})
-    return score_and_keep(ctx, shards, model, figures)
+    result = score_and_keep(ctx, shards, model, figures)
+    result.outputs["model"] = [adopt_file(ctx.out_dir, MODEL)] if model else []
+    return result
 
 
 def score_and_keep(ctx: StageContext, shards: list[str], model: str | None, figures: dict) -> StageResult:
-    """The fan-out (what bench/quality.py times): score every shard, set the thresholds, split every shard."""
+    """The fan-out (what bench/quality.py times): score every shard, set the thresholds, split every shard;
+    the result's outputs are docs, rejects and scores."""
     cfg: QualityConfig = ctx.cfg
     parts = ctx.map(score_shard, [(s, model, cfg) for s in shards], rows_of=lambda p: len(p["source_name"]))
     limits, cuts = _limits(cfg, parts)
@@ -145,7 +148,6 @@ def score_and_keep(ctx: StageContext, shards: list[str], model: str | None, figu
     ctx.log(f"kept {stats['docs_kept']:.0f}/{stats['docs_in']:.0f} documents"
             + (f" by {cfg.keep_scorer()}" if cfg.keep_scorer() else " (scores only)"))
     return StageResult(outputs={"docs": [k for k, _, _ in infos], "rejects": [r for _, r, _ in infos],
-                                "scores": [s for _, _, s in infos],
-                                "model": [adopt_file(ctx.out_dir, MODEL)] if model else []},
+                                "scores": [s for _, _, s in infos]},
                        stats=stats, extra={"thresholds": limits, "bucket_cuts": cuts, "classifier": figures},
                        artifacts=[report.path])
