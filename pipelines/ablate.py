@@ -65,7 +65,7 @@ def parse_vary(item: str) -> tuple[str, list[Any]]:
         raise AblationError(f"--vary {key}: {raw!r} is not a YAML list of values (without its brackets)") from None
     key = key.strip()
     for path, what in FIXED:
-        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+        if path == key or key.startswith(path + "."):  # a whole section is checked once resolved
             hint = " (use --noise-seed to measure seed noise)" if "seed" in path else ""
             raise AblationError(f"--vary {key}: it changes {what} ({path}), which every variant must share{hint}")
     return key, values
@@ -124,7 +124,11 @@ def build_variants(data: dict, varies: list[tuple[str, list[Any]]], noise_seeds:
         _set(d, "train.seed", s)
         label = f"{first.label}, train.seed={s}"
         out.append(Variant(f"v{len(out) + 1}", label, _validated(d, label), seed_of=first.vid, settings=first.settings))
-    check_comparable(out)
+    try:  # the config as given is the reference; one that only runs once a --vary completes it is not
+        base = _validated(copy.deepcopy(data), "as configured")
+    except AblationError:
+        base = None
+    check_comparable(out, base)
     return out
 
 
@@ -135,19 +139,20 @@ def _at(dump: dict, path: str) -> Any:
     return node
 
 
-def check_comparable(variants: list[Variant]) -> None:
-    """Every variant trains, and the FIXED settings are equal across them (the seed except for noise repeats)."""
+def check_comparable(variants: list[Variant], base: RootBase | None = None) -> None:
+    """Every variant trains, and the FIXED settings are those of the config as given (else of the first variant)
+    in every variant (the seed except in noise repeats)."""
     for v in variants:
         if getattr(v.cfg, "train", None) is None:
             raise AblationError(f"variant {v.label}: no train section; an ablation compares trained models")
-    dumps = {v.vid: v.cfg.model_dump(mode="json") for v in variants}
-    first = variants[0]
+    ref = (base if base is not None and getattr(base, "train", None) is not None else variants[0].cfg)
+    want = ref.model_dump(mode="json")
     for path, what in FIXED:
-        for v in variants[1:]:
+        for v in variants:
             if path == "train.seed" and v.seed_of:
                 continue
-            if _at(dumps[v.vid], path) != _at(dumps[first.vid], path):
-                raise AblationError(f"variant {v.label} changes {what} ({path}): every variant must share it")
+            if _at(v.cfg.model_dump(mode="json"), path) != _at(want, path):
+                raise AblationError(f"variant {v.label} changes {what} ({path}), which every variant must share")
 
 
 # -- dry run: which stages each variant would run, from the cache keys -----------------------------------------
