@@ -27,7 +27,8 @@ def _tokenizer(path, vocab: int, texts: list[str]) -> None:
     import sentencepiece as spm
 
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(path), vocab_size=vocab,
-                                   model_type="bpe", character_coverage=0.98, split_digits=True, pad_id=3, byte_fallback=True,
+                                   model_type="bpe", character_coverage=0.98, split_digits=True, pad_id=3,
+                                   byte_fallback=True,
                                    normalization_rule_name="identity", add_dummy_prefix=False,
                                    remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
                                    user_defined_symbols=["\n"], num_threads=1, minloglevel=2)  # as the tokenizer stage
