@@ -5,9 +5,10 @@ long "words". Two choices were measured on the quickstart's corpus (bench/qualit
   chars  every character a token (`"中 文 文 本"`), word n-grams 1-2: character unigrams and bigrams, the usual
          features of Chinese text classifiers, with no word segmenter to ship or version;
   raw    the text as is, with fastText's subword character n-grams (minn 1 - maxn 3) inside each run.
-The held-out figures are alike (ROC AUC within 0.01 of each other) and `chars` predicts about twice as fast
-(bigrams are hashed once per position; subwords are built per n-gram length for each long run), so it is the
-default.
+On the sample site's Debian pages (24 positives, as many sampled negatives, 20% held out, mean of 5 seeds) both
+reach precision 0.90, recall 0.96, ROC AUC 0.984, and `chars` predicts twice as fast (3,564 vs 1,769 documents
+per CPU-second: bigrams are hashed once per position, subwords per n-gram length inside each long run), so it
+is the default.
 
 Determinism: fastText trains with one thread (hogwild with several threads makes the result depend on their
 interleaving) from a fixed seed, in a fresh process (see _TRAIN), on a training file whose order is fixed by

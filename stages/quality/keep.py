@@ -82,8 +82,9 @@ def split(docs: pa.Table, scores: dict[str, np.ndarray], keep: np.ndarray, score
         rejects = REJECT_SCHEMA.empty_table()
     else:
         value = scores[SCORER_COLUMN[scorer]]
-        rejects = pa.table({"id": docs.column("id").filter(pa.array(out)), "url": docs.column("url").filter(pa.array(out)),
-                            "source_name": docs.column("source_name").filter(pa.array(out)),
+        drop = pa.array(out)
+        rejects = pa.table({"id": docs.column("id").filter(drop), "url": docs.column("url").filter(drop),
+                            "source_name": docs.column("source_name").filter(drop),
                             "rule": pa.array([scorer] * int(out.sum()), pa.string()),
                             "value": pa.array(value[out], pa.float64()),
                             "threshold": pa.array(limit[out], pa.float64())}, schema=REJECT_SCHEMA)
