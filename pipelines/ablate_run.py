@@ -163,6 +163,6 @@ def run_ablation(variants: list[Any], argv: list[str]) -> AblationResult:
     for f in write_report(rows, out_dir):
         client.log_artifact(parent, str(f))
     root._metrics(parent, {f"{r['variant'].strip('|')}.{k}": v for r in rows for k, v in r.items()
-                           if isinstance(v, (int, float)) and k != "seed" and not (isinstance(v, float) and math.isnan(v))})
+                           if isinstance(v, (int, float)) and k != "seed" and not math.isnan(v)})
     client.set_terminated(parent, "FINISHED")
     return AblationResult(parent, out_dir, rows, markdown(rows))
