@@ -65,7 +65,7 @@ def noise_rows(rows: list[dict[str, Any]], variants: list[Any]) -> list[dict[str
     for v in variants:
         if v.seed_of:
             a, b = by_id[v.seed_of], by_id[v.vid]
-            out.append({"variant": f"|{v.seed_of}-{v.vid}|", "settings": "seed-to-seed noise",
+            out.append({"variant": f"noise-{v.seed_of}-{v.vid}", "settings": "seed-to-seed noise: |difference|",
                         **{k: abs(a[k] - b[k]) for k in a if k.endswith("/bpb") and k in b}})
     return out
 
@@ -74,10 +74,15 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    first = ["variant", "settings", "seed"]
-    bpb = sorted(c for c in cols if c.endswith("/bpb"))
-    return first + sorted(bpb, key=lambda c: (not c.startswith("eval/"), c)) + [c for c in cols
-                                                                              if c not in first and c not in bpb]
+    bpb = sorted((c for c in cols if c.endswith("/bpb")), key=lambda c: (not c.startswith("eval/"), c))
+    docs = sorted((c for c in cols if c.startswith("docs.")), key=lambda c: (_rank(c[5:]), c))
+    return ["variant", "settings", "seed", *bpb, "tokens", *docs, "ran"]
+
+
+def _rank(stage: str) -> int:
+    from pipelines.stage import BUILTIN
+
+    return BUILTIN.index(stage) if stage in BUILTIN else len(BUILTIN)
 
 
 def _fmt(v: Any) -> str:
@@ -117,7 +122,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [r for r in rows if not r["variant"].startswith("|")]
+    runs = [r for r in rows if not r["variant"].startswith("noise-")]
     metrics = [c for c in _columns(runs) if c.endswith("/bpb")]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics)), 4))
     width = 0.8 / max(1, len(runs))
@@ -162,7 +167,7 @@ def run_ablation(variants: list[Any], argv: list[str]) -> AblationResult:
     out_dir = first.local_dir / "ablations" / parent
     for f in write_report(rows, out_dir):
         client.log_artifact(parent, str(f))
-    root._metrics(parent, {f"{r['variant'].strip('|')}.{k}": v for r in rows for k, v in r.items()
+    root._metrics(parent, {f"{r['variant']}.{k}": v for r in rows for k, v in r.items()
                            if isinstance(v, (int, float)) and k != "seed" and not math.isnan(v)})
     client.set_terminated(parent, "FINISHED")
     return AblationResult(parent, out_dir, rows, markdown(rows))
