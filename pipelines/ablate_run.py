@@ -65,7 +65,7 @@ def noise_rows(rows: list[dict[str, Any]], variants: list[Any]) -> list[dict[str
     for v in variants:
         if v.seed_of:
             a, b = by_id[v.seed_of], by_id[v.vid]
-            out.append({"variant": f"noise-{v.seed_of}-{v.vid}", "settings": "seed-to-seed noise: |difference|",
+            out.append({"variant": f"noise-{v.seed_of}-{v.vid}", "settings": "seed-to-seed noise (absolute difference)",
                         **{k: abs(a[k] - b[k]) for k in a if k.endswith("/bpb") and k in b}})
     return out
 
