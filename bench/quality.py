@@ -17,42 +17,32 @@ in `--shards` shards. Extraction and training happen before anything is timed.
 """
 from __future__ import annotations
 
+import argparse
+import logging
+import re
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, where bench/tokenize.py would shadow the
-# standard library's tokenize: drop it before importing anything else.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-
-from bench.ceiling import together_wall  # noqa: E402
-from pipelines.dataset import DOC_SCHEMA, doc_id, write_parquet  # noqa: E402
-from pipelines.stage import StageContext  # noqa: E402
-from stages.quality import classifier  # noqa: E402
-from stages.quality.config import FastTextConfig, QualityConfig  # noqa: E402
-from stages.quality.corpus import Example, holdout  # noqa: E402
-from stages.quality.stage import score_and_keep  # noqa: E402
+from pipelines.dataset import DOC_SCHEMA, doc_id, write_parquet
+from pipelines.stage import StageContext
+from pipelines.testing.ceiling import together_wall
+from stages.quality import classifier
+from stages.quality.config import FastTextConfig, QualityConfig
+from stages.quality.corpus import Example, holdout
+from stages.quality.stage import score_and_keep
 
 POSITIVE = re.compile(r"/doc/debian/FAQ/zh-cn/|/debian-reference/(ch0[1-6]|pr01)\.zh-cn\.html$")
 CHOICES = {"chars": FastTextConfig(), "raw": FastTextConfig(tokens="raw", word_ngrams=1, minn=1, maxn=3)}
 
 
 def examples() -> tuple[list[Example], list[Example]]:
-    from tests.realtext import sample_docs
+    from pipelines.testing.realtext import sample_docs
 
     rows = sample_docs().to_pylist()
     pos = [Example(r["id"], r["url"], r["text"]) for r in rows if POSITIVE.search(r["url"])]
@@ -86,7 +76,7 @@ def tokenization(work: Path) -> None:
 
 
 def corpus(copies: int, shards: int, work: Path) -> list[str]:
-    from tests.realtext import sample_docs
+    from pipelines.testing.realtext import sample_docs
 
     rows = sample_docs().to_pylist()
     out = []

@@ -135,7 +135,7 @@ def validate(data: dict) -> RootBase:
     try:
         for n in cfg.stage_names():
             input_stages(n, cfg.stage_names())
-            check = getattr(cfg.stage_cfg(n), "check_root", None)  # across sections: train's model holds tokenize's rows
+            check = getattr(cfg.stage_cfg(n), "check_root", None)  # across sections (train vs tokenize)
             if check is not None:
                 check(cfg)
     except ValueError as exc:

@@ -17,19 +17,17 @@ import re
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.config import load_dict
+from pipelines.dataset import DOC_SCHEMA, doc_id
+from stages.clean.config import CleanConfig
+from stages.clean.core import clean_table
+from stages.crawl.config import ExtractConfig
+from stages.crawl.extract import process_html
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from pipelines.config import load_dict  # noqa: E402
-from pipelines.dataset import DOC_SCHEMA, doc_id  # noqa: E402
-from stages.clean.config import CleanConfig  # noqa: E402
-from stages.clean.core import clean_table  # noqa: E402
-from stages.crawl.config import ExtractConfig  # noqa: E402
-from stages.crawl.extract import process_html  # noqa: E402
-
 SITE = ROOT / "data" / "sample-site"
 BASE = "http://127.0.0.1:8765/"  # the URLs the crawl gives these pages (positives are left out of negatives)
 SETS = {

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from tests.realtext import sample_docs
+from pipelines.testing.realtext import sample_docs
 
 VARY = "quality=null,{keep_fraction: 0.7}"
 
@@ -36,7 +36,7 @@ def ablation_config(e2e_run, tmp_path_factory):
     data["pipeline"] = "e2e-ablate"
     data["quality"] = {"positives": [str(d / "positives.parquet")], "negatives": [str(d / "negatives.parquet")],
                        "keep_fraction": 0.5}
-    data["train"] = {"preset": "tiny", "max_steps": 3, "global_batch": 4, "seed": 1, "lr": 3e-3,
+    data["train"] = {"preset": "tiny", "max_steps": 3, "global_batch": 4, "seed": 1, "optim": {"lr": 3e-3},
                      "eval_sets": {"faq": str(d / "eval.txt")}}
     path = d / "ablation.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
@@ -67,7 +67,7 @@ def test_refuses_a_vary_that_changes_what_is_compared(ablation_config):
         assert "which every variant must share" in res.output
     res = ablate(ablation_config, "--vary", "train={max_steps: 5}")
     assert res.exit_code == 2 and "which every variant must share" in res.output
-    res = ablate(ablation_config, "--vary", "train.lr=0.001,0.002", "-o", "train.seed=1", "--vary", "quality=")
+    res = ablate(ablation_config, "--vary", "train.optim.lr=0.001,0.002", "-o", "train.seed=1", "--vary", "quality=")
     assert res.exit_code == 2 and "--vary 'quality='" in res.output and len(res.output.strip().splitlines()) == 1
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.dataset import ShardInfo, adopt_file, write_file, write_parquet
+from pipelines.dataset import ShardInfo, write_file, write_parquet
 from pipelines.io import atomic_path, read_docs
 from pipelines.stage import StageContext, StageResult
 from pipelines.stats import Stats
@@ -126,7 +126,7 @@ def run(ctx: StageContext) -> StageResult:
     shards = [str(p) for p in ctx.upstream["dedupe"].paths("docs")]
     model, figures = fit_classifier(ctx, shards) if ctx.cfg.positives else (None, {})
     result = score_and_keep(ctx, shards, model, figures)
-    result.outputs["model"] = [adopt_file(ctx.out_dir, MODEL)] if model else []
+    result.outputs["model"] = [ShardInfo.of(ctx.out_dir, MODEL, 0)] if model else []
     return result
 
 

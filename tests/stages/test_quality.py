@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.config import ConfigError, load
+from pipelines.testing.helpers import make_stage_data, run_stage
+from pipelines.testing.realtext import sample_docs
 from stages.quality.config import QualityConfig
 from tests.conftest import write_config
-from tests.helpers import make_stage_data, run_stage
-from tests.realtext import sample_docs
 
 
 def _corpus(tmp_path):

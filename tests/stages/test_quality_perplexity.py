@@ -16,11 +16,11 @@ import pyarrow as pa
 import pytest
 
 from pipelines.config import ConfigError, load
+from pipelines.testing.helpers import make_stage_data, run_stage
+from pipelines.testing.realtext import sample_docs
 from stages.quality.config import QualityConfig
 from stages.quality.perplexity import BitsPerByte, check_export
 from tests.conftest import write_config
-from tests.helpers import make_stage_data, run_stage
-from tests.realtext import sample_docs
 
 
 def _tokenizer(path, vocab: int, texts: list[str]) -> None:
