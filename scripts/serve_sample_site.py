@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = ROOT / "data" / "sample-site" / "root"
 PIDFILE = ROOT / "data" / "sample-site" / "server.pid"
 HOST = "127.0.0.1"  # never any other interface
+FIXED_DATE = 1764547200.0  # 2025-12-01T00:00:00Z
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -30,6 +31,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # quiet: the crawl's log records every fetch
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header is the files' own date, not the clock: the crawl's WARC keeps the response headers,
+        so with `crawl.fetched_at` pinned two quickstart crawls write the same bytes (Last-Modified keeps the
+        file's mtime, which is passed in)."""
+        return super().date_time_string(FIXED_DATE if timestamp is None else timestamp)
 
 
 def serve(root: Path, port: int) -> None:
