@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 from pipelines.dataset import DOC_SCHEMA, doc_id
 from pipelines.testing.ceiling import together_wall
 from pipelines.testing.helpers import make_stage_data, run_stage
+from pipelines.testing.procs import ray_workers, read_proc, worker_peak_rss_mb
 from pipelines.testing.realtext import sample_docs
 from stages.dedupe.canonical import canonical
 from stages.dedupe.config import DedupeConfig
@@ -82,32 +84,9 @@ def paragraph_docs(texts: list[str], n: int, seed: int = 7) -> pa.Table:
     return pa.table(rows, schema=DOC_SCHEMA)
 
 
-def ray_worker_files(name: str):
-    """Text of /proc/<pid>/<name> for each Ray worker process of this machine (the bench's own Ray)."""
-    import psutil
-
-    for p in psutil.process_iter(["cmdline", "pid"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "default_worker.py" in cmd or cmd.startswith("ray::"):
-            try:
-                yield Path(f"/proc/{p.info['pid']}/{name}").read_text()
-            except OSError:
-                continue
-
-
-def worker_peak_rss_mb() -> float:
-    """Largest VmHWM among this machine's Ray worker processes."""
-    peak = 0
-    for status in ray_worker_files("status"):
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peak = max(peak, int(line.split()[1]))
-    return peak / 1024
-
-
 def warm_worker_count() -> int:
-    """Ray worker processes that have numba loaded (i.e. have run a dedupe task)."""
-    return sum("/numba/" in maps for maps in ray_worker_files("maps"))
+    """Ray worker processes of this bench's Ray that have numba loaded (i.e. have run a dedupe task)."""
+    return sum("/numba/" in (read_proc(p, "maps") or "") for p in ray_workers(os.getpid()))
 
 
 CEILING_CHILD = """
