@@ -1,9 +1,10 @@
 """`zhgpt trace`: follow a document from its URL to the token rows a model trained on, and a row back to its pages.
 
-It reads only the per-stage lookup indexes (`_index/by_id.parquet`, `_index/by_url.parquet`, see index.py) and the
-single row groups that hold the matching rows; never the corpus. The stage directories come from the MLflow parent
-run (the latest finished one of the pipeline, or `--run RUN_ID`): its children's `zhgpt.stage_dir` tags. When
-those are URLs (a work_dir in object storage), the run's stage outputs are first fetched into the scratch mirror.
+It reads only the per-stage lookup indexes (`_index/by_id/`, `_index/by_url/`: one file of each per lookup, see
+index.py) and the single row groups that hold the matching rows; never the corpus. The stage directories come from
+the MLflow parent run (the latest finished one of the pipeline, or `--run RUN_ID`): its children's
+`zhgpt.stage_dir` tags. When those are URLs (a work_dir in object storage), the run's stage outputs are first
+fetched into the scratch mirror.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines.dataset import StageData
-from pipelines.index import lookup, url_hash
+from pipelines.dataset import StageData, read_manifest
+from pipelines.index import find, url_hash
 from pipelines.storage import Store, is_url
 
 # What it means for a document to appear in a stage's output, by output name.
@@ -90,7 +91,9 @@ def _records(data: StageData, hits: list[dict]) -> list[dict[str, Any]]:
 
 
 def _open(stages: dict[str, tuple[Path, str]]) -> dict[str, StageData]:
-    return {name: StageData.open(d) for name, (d, _) in stages.items() if (d / "_index/by_id.parquet").exists()}
+    """The stages that are complete and indexed (a failed stage has no manifest; a model-only stage no index)."""
+    found = {name: (d, read_manifest(d)) for name, (d, _) in stages.items()}
+    return {name: StageData(d, m) for name, (d, m) in found.items() if m is not None and "_index" in m.outputs}
 
 
 def trace_docs(stages: dict[str, tuple[Path, str]], order: list[str], url: str | None = None,
@@ -102,8 +105,7 @@ def trace_docs(stages: dict[str, tuple[Path, str]], order: list[str], url: str |
         for name in order:
             if name not in data:
                 continue
-            hits = [h for h in lookup(data[name].dir / "_index/by_url.parquet", "url_hash", url_hash(url)).to_pylist()
-                    if h["url"] == url]
+            hits = [h for h in find(data[name], "by_url", url_hash(url)).to_pylist() if h["url"] == url]
             for h in hits:
                 if h["id"] and h["id"] not in ids:
                     ids.append(h["id"])
@@ -116,7 +118,7 @@ def trace_docs(stages: dict[str, tuple[Path, str]], order: list[str], url: str |
         for k, name in enumerate(order):
             if name not in data:
                 continue
-            hits = lookup(data[name].dir / "_index/by_id.parquet", "id", i).to_pylist()
+            hits = find(data[name], "by_id", i).to_pylist()
             fates = {**FATE, **(FIRST_STAGE_FATE if k == 0 else {})}
             per_stage[name] = {"run_id": stages[name][1], "fate": "absent" if not hits else
                                fates.get(hits[0]["output"], hits[0]["output"]), "records": _records(data[name], hits)}
