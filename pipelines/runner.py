@@ -3,7 +3,9 @@
 cache key = sha256(stage name, canonical JSON of the stage's resolved config (EXEC_FIELDS left out),
                    upstream output digests, code version, digest of the external files the config names)
 A stage runs when no manifest exists for its key (or it is forced). A killed stage leaves no manifest, so the
-next run starts it again in the same directory, where its `.partial/` area lets it resume.
+next run starts it again in the same directory, where its `.partial/` area lets it resume. Once the manifest is
+written, `.partial/` and writers' temp files are removed: a complete stage directory holds its outputs, indexes
+and manifest only (dedupe's working area was 4.1 GB at 10^6 documents, 45% of the work dir).
 Manifests are read from the store of record (pipelines/storage.py); with a URL work_dir, stages run in the local
 mirror: inputs are fetched into it first, and outputs are uploaded (manifest last) when the stage completes.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from importlib.util import find_spec
@@ -222,9 +224,7 @@ class Runner:
         try:
             result = plan.spec.run_fn()(ctx)
             outputs = declared_outputs(plan.spec, plan.dir, result)
-            outputs.update({n: Output(kind="parquet", shards=s,
-                                      schema=schema_of(plan.dir / s[0].path).to_string(show_schema_metadata=False))
-                            for n, s in build_indexes(plan.dir, outputs).items()})
+            outputs.update(index_outputs(plan.dir, outputs, replace(ctx, name=f"{plan.name}.index").map))
             m = Manifest(stage=plan.name, cache_key=plan.key, outputs=outputs, config=scfg.model_dump(mode="json"),
                          upstream=plan.upstream, code_version=plan.code, stats=result.stats,
                          wall_seconds=time.time() - t0, mlflow_run_id=run_id,
@@ -238,10 +238,17 @@ class Runner:
                 raise StageFailed(plan.name, msg) from exc
             raise
         plan.manifest = m
+        self.store.drop_scratch(plan.name, plan.key)  # after the manifest: a killed stage keeps it to resume
         ups = {real: plans[real].manifest for real in plan.inputs.values()}
         self.lineage.finish_stage(plan, stage_metrics(m, ups), [plan.dir / a for a in result.artifacts])
         self.progress.log(f"[{plan.name}] done in {m.wall_seconds:.1f}s: "
                           + ", ".join(f"{n}={o.rows} rows" for n, o in outputs.items()))
+
+
+def index_outputs(stage_dir: Path, outputs: dict[str, Output], fan_out: Any) -> dict[str, Output]:
+    """The `_index` output (see pipelines/index.py), built by the stage's own Ray tasks."""
+    return {n: Output(kind="parquet", shards=s, schema=schema_of(stage_dir / s[0].path).to_string(
+        show_schema_metadata=False)) for n, s in build_indexes(stage_dir, outputs, fan_out).items()}
 
 
 def declared_outputs(spec: StageSpec, stage_dir: Path, result: Any) -> dict[str, Output]:

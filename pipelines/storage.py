@@ -242,6 +242,19 @@ class Store:
             self._io("uploading to", self.fs.put, [str(d / r) for r in rels], [self.path(stage, key, r) for r in rels])
         self._io("uploading to", self.fs.pipe_file, self.path(stage, key, MANIFEST), manifest.to_json().encode())
 
+    def drop_scratch(self, stage: str, key: str) -> None:
+        """After the manifest: remove the stage's `.partial/` working area and writers' temp files (locally, and
+        in the store of record, where Ray Train keeps its checkpoints). Best effort: the stage is complete."""
+        d = self.local_dir(stage, key)
+        shutil.rmtree(d / PARTIAL, ignore_errors=True)
+        remove_temps(d)
+        if self.remote:
+            try:
+                if self.fs.exists(self.path(stage, key, PARTIAL)):
+                    self.fs.rm(self.path(stage, key, PARTIAL), recursive=True)
+            except Exception:  # a leftover costs storage, not correctness
+                pass
+
     def mark_failed(self, stage: str, key: str, message: str) -> None:
         write_bytes(self.local_dir(stage, key) / FAILED, (message + "\n").encode())
         if self.remote:

@@ -127,7 +127,8 @@ def test_status_states(ray_session, kit_config):
 
 
 def test_index_written_beside_outputs(ray_session, kit_config):
-    from pipelines.index import lookup, url_hash
+    from pipelines.dataset import StageData
+    from pipelines.index import find, url_hash
     from pipelines.io import read_table
 
     report = execute(load(kit_config()))
@@ -135,11 +136,13 @@ def test_index_written_beside_outputs(ray_session, kit_config):
     assert "_index" in plan.manifest.outputs and not plan.manifest.outputs["_index"].primary
     docs = read_table(plan.dir / plan.manifest.outputs["docs"].shards[3].path)
     doc = docs.slice(7, 1).to_pylist()[0]
-    hit = lookup(plan.dir / "_index/by_id.parquet", "id", doc["id"]).to_pylist()
+    data = StageData(plan.dir, plan.manifest)
+    hit = find(data, "by_id", doc["id"]).to_pylist()
     assert hit == [{"id": doc["id"], "output": "docs", "shard": 3, "row": 7, "url": doc["url"]}]
-    by_url = lookup(plan.dir / "_index/by_url.parquet", "url_hash", url_hash(doc["url"])).to_pylist()
+    by_url = find(data, "by_url", url_hash(doc["url"])).to_pylist()
     assert [(h["shard"], h["row"], h["id"]) for h in by_url] == [(3, 7, doc["id"])]
-    assert lookup(plan.dir / "_index/by_id.parquet", "id", "0" * 32).num_rows == 0
+    assert find(data, "by_id", "0" * 32).num_rows == 0
+    assert sorted(p.name for p in plan.dir.iterdir()) == ["_index", "docs", "manifest.json"]  # no scratch left
 
 
 def test_task_error_reaches_the_user(ray_session, kit_config):
