@@ -25,7 +25,8 @@ class TokenizerConfig(StageConfig):
     sample_fraction: float = Field(1.0, gt=0.0, le=1.0,
                                    description="share of documents read for training, chosen by a seeded id hash")
     input_sentence_size: Optional[int] = Field(
-        5_000_000, ge=1, description="at most this many lines, reservoir-sampled by SentencePiece; None = all lines")
+        5_000_000, ge=1, description="at most this many lines, a seeded sample by line hash when the corpus has "
+                                     "more (stages/tokenizer/sample.py); None = all lines")
     max_sentence_bytes: int = Field(16384, ge=256, le=1 << 20,
                                     description="longer lines are cut at character boundaries (UTF-8 bytes)")
     seed: int = Field(0, ge=0, description="seed of the document sample")

@@ -1,4 +1,5 @@
-"""The tokenizer stage's run(): train SentencePiece in one Ray task (or pin a model), describe the result.
+"""The tokenizer stage's run(): sample the corpus in one Ray task per shard, train SentencePiece in one more (or pin
+a model), describe the result.
 
 Try it alone: `.venv/bin/python -m pytest -q tests/stages/test_tokenizer.py`.
 """
@@ -7,7 +8,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.stage import StageContext, StageResult
-from stages.tokenizer.train import MODEL, VOCAB, describe, train_task, write_model
+from stages.tokenizer.sample import line_threshold, sample_task, train_task
+from stages.tokenizer.train import MODEL, VOCAB, describe, write_model
+
+
+def train(ctx: StageContext) -> tuple[list, dict[str, int]]:
+    """Sample and split the documents in one task per shard (in one task, reading the shards kept one core busy
+    while the others idled), then train in one task on the lines sample.py chose."""
+    import ray
+
+    cfg, lines = ctx.cfg, ctx.partial_dir / "lines"
+    paths = [str(p) for p in ctx.upstream["dedupe"].paths("docs")]
+    parts = ctx.map(sample_task, [(i, p, cfg, str(lines)) for i, p in enumerate(paths)],
+                    rows_of=lambda c: c["train_docs"])
+    counts = {k: sum(c[k] for c in parts) for k in ("train_docs", "train_chars", "train_lines")}
+    if counts["train_lines"] == 0:
+        raise ValueError("no text to train on: the dedupe output has no non-empty documents")
+    files = [str(lines / f"s-{i:05d}.arrow") for i in range(len(paths))]
+    cpus = min(cfg.num_threads, int(ray.cluster_resources().get("CPU", 1)))  # never ask for more than exists
+    # max_calls=1: the worker exits after training, so SentencePiece's memory (GBs at 10^6 documents) is not held
+    # by an idle worker through the next stage.
+    threshold = line_threshold(cfg, counts["train_lines"])
+    [(shards, fed)] = ctx.map(train_task, [(files, cfg, str(ctx.out_dir), threshold)], num_cpus=max(1, cpus),
+                              max_calls=1)
+    return shards, {**counts, "sentencepiece_lines": fed}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -17,11 +41,7 @@ def run(ctx: StageContext) -> StageResult:
         shards, counts = write_model(model, str(ctx.out_dir)), {}
         ctx.log(f"pinned {cfg.model_path} ({len(model)} bytes); nothing trained")
     else:
-        import ray
-
-        paths = [str(p) for p in ctx.upstream["dedupe"].paths("docs")]
-        cpus = min(cfg.num_threads, int(ray.cluster_resources().get("CPU", 1)))  # never ask for more than exists
-        [(shards, counts)] = ctx.map(train_task, [(paths, cfg, str(ctx.out_dir))], num_cpus=max(1, cpus))
+        shards, counts = train(ctx)
     facts = describe((ctx.out_dir / MODEL).read_bytes())
     stats = {"vocab_size": facts["vocab_size"], "pinned": int(cfg.model_path is not None), **counts}
     extra = {**facts, "model_type": cfg.model_type if cfg.model_path is None else "pinned",

@@ -7,12 +7,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from itertools import chain
 from typing import Any, Iterable, Iterator
 
 from pipelines.dataset import ShardInfo, write_file
-from pipelines.io import iter_docs
-from pipelines.stats import Stats
 
 MODEL = "model/tokenizer.model"
 VOCAB = "model/tokenizer.vocab"
@@ -61,24 +58,9 @@ def training_lines(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
                 yield from cut_line(line, max_bytes)
 
 
-def corpus_texts(paths: list[str], seed: int, fraction: float, counts: Stats) -> Iterator[str]:
-    """Stream the sampled documents' text shard by shard (bounded memory), counting docs and chars. Every shard's
-    schema is checked here, before the trainer starts consuming."""
-    batches = chain.from_iterable([iter_docs(p, ["id", "text"]) for p in paths])
-    return _sampled(batches, seed, fraction, counts)
-
-
-def _sampled(batches: Iterable, seed: int, fraction: float, counts: Stats) -> Iterator[str]:
-    for batch in batches:
-        for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-            if text and keep_doc(doc_id or "", seed, fraction):
-                counts["train_docs"] += 1
-                counts["train_chars"] += len(text)
-                yield text
-
-
-def trainer_options(cfg: Any) -> dict[str, Any]:
-    """SentencePiece options for a lossless Chinese tokenizer (see the package docstring for why each is set)."""
+def trainer_options(cfg: Any, presampled: bool = False) -> dict[str, Any]:
+    """SentencePiece options for a lossless Chinese tokenizer (see the package docstring for why each is set).
+    `presampled`: the lines are the stage's own sample (stages/tokenizer/sample.py), taken as given."""
     opts = dict(
         model_type=cfg.model_type, vocab_size=cfg.vocab_size, character_coverage=cfg.character_coverage,
         byte_fallback=cfg.byte_fallback, split_digits=cfg.split_digits,
@@ -88,20 +70,23 @@ def trainer_options(cfg: Any) -> dict[str, Any]:
         max_sentence_length=cfg.max_sentence_bytes, num_threads=cfg.num_threads, minloglevel=2, **SPECIALS,
     )
     if cfg.input_sentence_size is not None:
-        opts.update(input_sentence_size=cfg.input_sentence_size, shuffle_input_sentence=True)
+        opts.update(input_sentence_size=cfg.input_sentence_size, shuffle_input_sentence=not presampled)
     if cfg.model_type == "unigram":
         opts["train_extremely_large_corpus"] = cfg.vocab_size > 200_000
     return opts
 
 
-def train_model(lines: Iterable[str], cfg: Any) -> bytes:
-    """Train on the given lines; returns the model bytes. Same lines and config -> same bytes."""
+def train_model(lines: Iterable[str], cfg: Any, presampled: bool = False) -> bytes:
+    """Train on the given lines; returns the model bytes. Same lines and config -> same bytes, as long as there
+    are at most input_sentence_size lines or they are `presampled` (SentencePiece's own reservoir sample ignores
+    the seed set here: see stages/tokenizer/sample.py)."""
     import sentencepiece as spm
 
-    spm.set_random_generator_seed(cfg.seed + 1)  # SentencePiece's reservoir sample; 0 would mean "random"
+    spm.set_random_generator_seed(cfg.seed + 1)  # kept: it is what models trained before were trained with
     sink = io.BytesIO()
     try:
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=sink, **trainer_options(cfg))
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=sink,
+                                       **trainer_options(cfg, presampled))
     except RuntimeError as exc:  # e.g. "INTERNAL: src/x.cc(744) [check] Vocabulary size too high (400). ..."
         reason = str(exc).splitlines()[0].split("] ", 1)[-1][:300]
         raise ValueError(f"SentencePiece training failed: {reason} (tokenizer.vocab_size={cfg.vocab_size})") from None
@@ -135,22 +120,3 @@ def vocab_text(model: bytes) -> str:
 
 def write_model(model: bytes, out_dir: str) -> list[ShardInfo]:
     return [write_file(model, out_dir, MODEL), write_file(vocab_text(model).encode("utf-8"), out_dir, VOCAB)]
-
-
-def train_task(paths: list[str], cfg: Any, out_dir: str) -> tuple[list[ShardInfo], Stats]:
-    """One Ray task: stream the sample into the trainer and write the model files."""
-    counts = Stats(train_docs=0, train_chars=0, train_lines=0)
-
-    def counted(lines: Iterable[str]) -> Iterator[str]:
-        for line in lines:
-            counts["train_lines"] += 1
-            yield line
-
-    texts = corpus_texts(paths, cfg.seed, cfg.sample_fraction, counts)
-    try:
-        model = train_model(counted(training_lines(texts, cfg.max_sentence_bytes)), cfg)
-    except ValueError:
-        if counts["train_lines"] == 0:
-            raise ValueError("no text to train on: the dedupe output has no non-empty documents") from None
-        raise
-    return write_model(model, out_dir), counts

@@ -83,6 +83,33 @@ def test_same_model_with_one_worker(trained, corpus, tmp_path):
     assert again.manifest.digests == trained[1].manifest.digests
 
 
+def test_model_is_the_one_the_whole_stream_trains(corpus, tmp_path, ray_session):
+    """Below input_sentence_size lines, one sampling task per shard feeds SentencePiece the very lines, in the same
+    order, that one task reading every shard did (here with a document sample): the model trained before."""
+    from stages.tokenizer.sample import corpus_docs
+    from stages.tokenizer.train import train_model
+
+    cfg = TokenizerConfig(vocab_size=3000, num_threads=2, sample_fraction=0.5, seed=3)
+    result, out = run_stage("tokenizer", cfg, {"dedupe": corpus}, tmp_path / "tok", workers=2)
+    counts = {"train_docs": 0, "train_chars": 0}
+    texts = [t for p in corpus.paths("docs") for _, t in corpus_docs(str(p), cfg.seed, cfg.sample_fraction, counts)]
+    lines = list(training_lines(texts, cfg.max_sentence_bytes))
+    assert (out.dir / MODEL).read_bytes() == train_model(lines, cfg)
+    assert result.stats["train_docs"] == counts["train_docs"] < corpus.manifest.outputs["docs"].rows
+    assert result.stats["train_lines"] == result.stats["sentencepiece_lines"] == len(lines)
+
+
+def test_line_sample_above_the_cap_is_the_same_in_any_process(corpus, tmp_path, ray_session):
+    """Above input_sentence_size lines the stage samples the lines itself (SentencePiece's reservoir sample ignores
+    its seed, so each process trained another model): the same model with 1 and 2 workers, ~3,000 lines fed."""
+    cfg = TokenizerConfig(vocab_size=3000, num_threads=2, input_sentence_size=3000, seed=3)
+    two, out2 = run_stage("tokenizer", cfg, {"dedupe": corpus}, tmp_path / "two", workers=2)
+    _, out1 = run_stage("tokenizer", cfg, {"dedupe": corpus}, tmp_path / "one", workers=1)
+    assert out2.manifest.digests == out1.manifest.digests
+    assert two.stats["train_lines"] > 3 * 3000
+    assert 3000 - 8 * 3000**0.5 < two.stats["sentencepiece_lines"] <= 3000
+
+
 def test_long_paragraph_is_not_skipped(tmp_path, ray_session):
     # One 36 KB line: SentencePiece would skip it (max_sentence_length); cut into pieces, its word is learned.
     real = sample_docs().column("text").to_pylist()[:20]
