@@ -61,12 +61,13 @@ def run_pipeline(config: Path, code: Path, log: Path, verbose: bool) -> tuple[di
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", str(config)], cwd=code, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    mon = TreeMonitor(proc.pid)
-    stages, start, final = {}, None, None
+    mon = TreeMonitor(proc.pid, timeline=True)
+    stages, start, final, lines = {}, None, None, []
     with open(log, "w") as out:
         for line in proc.stdout:
             out.write(line)
             out.flush()
+            lines.append((time.perf_counter(), line.rstrip()[:200]))
             if verbose:
                 print("    " + line, end="", flush=True)
             name = line[1:].split("]", 1)[0] if line.startswith("[") else None
@@ -83,9 +84,22 @@ def run_pipeline(config: Path, code: Path, log: Path, verbose: bool) -> tuple[di
                 final = mon.mark()
     rc = proc.wait()
     mon.close()
+    write_timeline(log.with_suffix(".mem.tsv"), mon.timeline, lines, t0)
     if rc != 0:
         raise SystemExit(f"pipeline failed (exit {rc}); see {log}")
     return stages, {"wall": time.perf_counter() - t0, "cpu": final.cpu if final else float("nan")}
+
+
+def write_timeline(path: Path, samples: list, lines: list, t0: float) -> None:
+    """Seconds, driver and largest worker resident MB, and the log lines between samples: where memory goes."""
+    with open(path, "w") as fh:
+        k = 0
+        for t, drv, wrk in samples:
+            said = []
+            while k < len(lines) and lines[k][0] <= t:
+                said.append(lines[k][1])
+                k += 1
+            fh.write(f"{t - t0:.1f}\t{drv:.0f}\t{wrk:.0f}\t{' | '.join(said)}\n")
 
 
 def _manifest(work: Path, stage: str) -> tuple[Path, dict]:
@@ -155,6 +169,8 @@ def measure(args, n: int) -> dict:
     dirs = describe(run_dir / "work", corpus, stages)
     result = {"docs": n, "code": str(args.code), "cores": os.cpu_count(), "total": total, "stages": stages,
               "recall": recall(corpus, dirs), "work_mb": _du(run_dir / "work") / 1e6}
+    for f in ("run.log", "run.mem.tsv"):  # kept beside the corpora: the pipeline's log, memory over time
+        shutil.copy(run_dir / f, args.root / f"{run_dir.name}.{f}")
     if not args.keep:
         shutil.rmtree(run_dir)
     return result

@@ -38,9 +38,10 @@ def _stat(pid: int) -> tuple[int, float, int] | None:
     return int(f[1]), (int(f[11]) + int(f[12])) / TICK, int(f[19])
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM (peak resident set) or VmRSS (resident now) of a process, in MB."""
     for line in (read_proc(pid, "status") or "").splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -70,7 +71,7 @@ def ray_workers(root: int) -> list[int]:
 
 def worker_peak_rss_mb(root: int | None = None) -> float:
     """Largest VmHWM among the Ray worker processes under `root` (default: this process)."""
-    return max((peak_rss_mb(p) for p in ray_workers(root or os.getpid())), default=0.0)
+    return max((rss_mb(p) for p in ray_workers(root or os.getpid())), default=0.0)
 
 
 @dataclass
@@ -84,8 +85,9 @@ class Mark:
 class TreeMonitor:
     """Samples a process tree in a background thread; `mark()` and `peaks()` bracket a stage."""
 
-    def __init__(self, root: int, period: float = 0.5):
+    def __init__(self, root: int, period: float = 0.5, timeline: bool = False):
         self.root, self.period = root, period
+        self.timeline: list[tuple[float, float, float]] | None = [] if timeline else None  # (t, driver, worker) MB
         self.roles: dict[tuple, str] = {}  # (pid, start time) -> role
         self.cpu: dict[tuple, float] = {}  # own CPU seconds, last seen (kept after the process exits)
         self.peak: dict[tuple, float] = {}  # VmHWM since the last reset, last seen
@@ -99,7 +101,8 @@ class TreeMonitor:
             self.sample()
 
     def sample(self) -> None:
-        """Update every live process of the tree."""
+        """Update every live process of the tree (and the timeline: resident MB now, largest by role)."""
+        now = {r: 0.0 for r in ROLES}
         with self.lock:
             for pid in descendants(self.root):
                 st = _stat(pid)
@@ -109,7 +112,11 @@ class TreeMonitor:
                 if key not in self.roles:
                     self.roles[key] = "driver" if pid == self.root else "workers" if is_ray_worker(pid) else "ray"
                 self.cpu[key] = st[1]
-                self.peak[key] = max(self.peak.get(key, 0.0), peak_rss_mb(pid))
+                self.peak[key] = max(self.peak.get(key, 0.0), rss_mb(pid))
+                if self.timeline is not None:
+                    now[self.roles[key]] = max(now[self.roles[key]], rss_mb(pid, "VmRSS"))
+            if self.timeline is not None:
+                self.timeline.append((time.perf_counter(), now["driver"], now["workers"]))
 
     def mark(self) -> Mark:
         self.sample()
