@@ -13,8 +13,10 @@ what it cost (wall, CPU of every process, memory, disk), and how that grows from
    logging count): wall seconds; CPU seconds of the driver, the Ray workers and Ray's daemons
    (pipelines/testing/procs.py);
    busy = CPU / (wall x cores); documents and MB (of input text) per CPU-second; peak RSS of the driver and of the
-   largest worker during the stage; output MB (manifest shards), index MB, and scratch MB left in the stage
-   directory after success (hidden files not in the manifest: `.partial/` working areas, writers' temp files).
+   largest worker during the stage (VmHWM), and the largest worker's anonymous memory (sampled every 0.5 s: RSS
+   less memory-mapped file pages, which the kernel reclaims); output MB (manifest shards), index MB, and scratch
+   MB left in the stage directory after success (hidden files not in the manifest: `.partial/` working areas,
+   writers' temp files).
 4. Dedupe's recall on the planted copies: a planted pair counts as found when copy and original both survived clean
    and dedupe did not keep both; "other removed" are removals outside the planted pairs.
 5. With several sizes, the growth of each figure from the first size to each next one (goals at 10^6 vs 10^5: CPU
@@ -78,7 +80,8 @@ def run_pipeline(config: Path, code: Path, log: Path, verbose: bool) -> tuple[di
                 end, peaks = mon.mark(), mon.peaks()
                 stages[name] = {"wall": end.t - start.t, "cpu": end.cpu - start.cpu,
                                 **{f"cpu_{r}": end.by_role[r] - start.by_role[r] for r in end.by_role},
-                                "rss_driver": peaks["driver"], "rss_worker": peaks["workers"]}
+                                "rss_driver": peaks["driver"], "rss_worker": peaks["workers"],
+                                "anon_worker": peaks["workers_anon"]}
                 start = None
             if line.startswith("done:"):
                 final = mon.mark()
@@ -91,15 +94,16 @@ def run_pipeline(config: Path, code: Path, log: Path, verbose: bool) -> tuple[di
 
 
 def write_timeline(path: Path, samples: list, lines: list, t0: float) -> None:
-    """Seconds, driver and largest worker resident MB, and the log lines between samples: where memory goes."""
+    """Seconds, driver and largest worker resident MB, largest worker anonymous MB (resident minus mapped files),
+    and the log lines between samples: where memory goes."""
     with open(path, "w") as fh:
         k = 0
-        for t, drv, wrk in samples:
+        for t, drv, wrk, anon in samples:
             said = []
             while k < len(lines) and lines[k][0] <= t:
                 said.append(lines[k][1])
                 k += 1
-            fh.write(f"{t - t0:.1f}\t{drv:.0f}\t{wrk:.0f}\t{' | '.join(said)}\n")
+            fh.write(f"{t - t0:.1f}\t{drv:.0f}\t{wrk:.0f}\t{anon:.0f}\t{' | '.join(said)}\n")
 
 
 def _manifest(work: Path, stage: str) -> tuple[Path, dict]:
@@ -183,13 +187,14 @@ def _du(path: Path) -> int:
 def table(r: dict) -> str:
     cores = r["cores"]
     head = (f"{'stage':<10}{'wall s':>8}{'CPU s':>8}{'drv':>6}{'wrk':>8}{'ray':>6}{'busy':>6}{'docs/CPU-s':>11}"
-            f"{'MB/CPU-s':>9}{'drv MB':>8}{'wrk MB':>8}{'out MB':>9}{'idx MB':>8}{'scratch MB':>11}")
+            f"{'MB/CPU-s':>9}{'drv MB':>8}{'wrk MB':>8}{'anon':>6}{'out MB':>9}{'idx MB':>8}{'scratch MB':>11}")
     lines = [head]
     for s in STAGES:
         x = r["stages"][s]
         lines.append(f"{s:<10}{x['wall']:>8.1f}{x['cpu']:>8.1f}{x['cpu_driver']:>6.1f}{x['cpu_workers']:>8.1f}"
                      f"{x['cpu_ray']:>6.1f}{x['cpu'] / x['wall'] / cores:>6.0%}{x['docs_in'] / x['cpu']:>11.0f}"
                      f"{x['mb_in'] / x['cpu']:>9.2f}{x['rss_driver']:>8.0f}{x['rss_worker']:>8.0f}"
+                     f"{x['anon_worker']:>6.0f}"
                      f"{x['out_mb']:>9.1f}{x['index_mb']:>8.1f}{x['scratch_mb']:>11.1f}")
     rc = r["recall"]
     lines.append(f"whole run: {r['total']['wall']:.0f} s wall, {r['total']['cpu']:.0f} CPU-s (Ray start-up included); "
@@ -197,9 +202,8 @@ def table(r: dict) -> str:
     lines.append(f"dedupe recall on planted copies: exact {rc['exact'][0]}/{rc['exact'][1]} "
                  f"({rc['exact'][0] / max(1, rc['exact'][1]):.2%}), near {rc['near'][0]}/{rc['near'][1]} "
                  f"({rc['near'][0] / max(1, rc['near'][1]):.2%}); other documents removed: {rc['other_removed']}")
-    digests = r["stages"]
-    lines.append("digests: " + "; ".join(f"{s} " + ",".join(f"{k}={d[:12]}" for k, d in digests[s]["digests"].items())
-                                          for s in STAGES))
+    digests = [f"{s} " + ",".join(f"{k}={d[:12]}" for k, d in r["stages"][s]["digests"].items()) for s in STAGES]
+    lines.append("digests: " + "; ".join(digests))
     return "\n".join(lines)
 
 
@@ -207,11 +211,12 @@ def growth(a: dict, b: dict) -> str:
     k = b["docs"] / a["docs"]
     lines = [f"growth {b['docs']} vs {a['docs']} documents ({k:g}x): CPU per document (goal <= 1.0x), driver peak "
              f"RSS (goal <= 1.2x), largest worker peak RSS (goal <= 1.3x), scratch MB (goal 0)",
-             f"{'stage':<10}{'CPU/doc':>9}{'drv RSS':>9}{'wrk RSS':>9}{'scratch MB':>16}"]
+             f"{'stage':<10}{'CPU/doc':>9}{'drv RSS':>9}{'wrk RSS':>9}{'wrk anon':>9}{'scratch MB':>16}"]
     for s in STAGES:
         x, y = a["stages"][s], b["stages"][s]
         lines.append(f"{s:<10}{(y['cpu'] / y['docs_in']) / (x['cpu'] / x['docs_in']):>8.2f}x"
                      f"{y['rss_driver'] / x['rss_driver']:>8.2f}x{y['rss_worker'] / max(1, x['rss_worker']):>8.2f}x"
+                     f"{y['anon_worker'] / max(1, x['anon_worker']):>8.2f}x"
                      f"{x['scratch_mb']:>8.0f} ->{y['scratch_mb']:>5.0f}")
     return "\n".join(lines)
 

@@ -194,18 +194,14 @@ class StageContext:
         self.progress.log(f"[{self.name}] {msg}")
 
     def map(self, fn: Callable, items: Sequence[Any], *, num_cpus: float = 1,
-            rows_of: Callable[[Any], int] | None = None, max_retries: int = 3, max_calls: int = 0) -> list[Any]:
+            rows_of: Callable[[Any], int] | None = None, max_retries: int = 3) -> list[Any]:
         """Run fn(*item) as one Ray task per item, at most `workers` at once; results in item order.
 
         Tasks are retried on worker death (max_retries). Output must not depend on the number of workers.
-        `max_calls=1` runs each task in a worker process that exits after it (memory a library keeps, such as
-        SentencePiece's trainer, goes back to the system instead of staying with an idle worker).
         """
         import ray
 
-        # max_calls is a ray.remote setting (not an .options one), and ray.remote() takes no empty call
-        remote = (ray.remote(max_calls=max_calls)(fn) if max_calls else ray.remote(fn)).options(
-            num_cpus=num_cpus, max_retries=max_retries)
+        remote = ray.remote(fn).options(num_cpus=num_cpus, max_retries=max_retries)
         items = list(items)
         results: list[Any] = [None] * len(items)
         pending: dict[Any, int] = {}

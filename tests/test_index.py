@@ -40,8 +40,8 @@ def driver_side(stage_dir, outputs) -> dict[str, pa.Table]:
         for si, s in enumerate(outputs[name].shards):
             t = pq.read_table(stage_dir / s.path)
             n = t.num_rows
-            parts.append(pa.table({"id": t.column("id"), "output": pa.array([name] * n, pa.string()), "shard": pa.array([si] * n, pa.int32()),
-                                   "row": pa.array(range(n), pa.int64()),
+            parts.append(pa.table({"id": t.column("id"), "output": pa.array([name] * n, pa.string()),
+                                   "shard": pa.array([si] * n, pa.int32()), "row": pa.array(range(n), pa.int64()),
                                    "url": t.column("url") if "url" in t.column_names else pa.nulls(n, pa.string())}))
     rows = pa.concat_tables(parts)
     order = [("output", "ascending"), ("shard", "ascending"), ("row", "ascending")]

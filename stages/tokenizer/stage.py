@@ -26,11 +26,8 @@ def train(ctx: StageContext) -> tuple[list, dict[str, int]]:
         raise ValueError("no text to train on: the dedupe output has no non-empty documents")
     files = [str(lines / f"s-{i:05d}.arrow") for i in range(len(paths))]
     cpus = min(cfg.num_threads, int(ray.cluster_resources().get("CPU", 1)))  # never ask for more than exists
-    # max_calls=1: the worker exits after training, so SentencePiece's memory (GBs at 10^6 documents) is not held
-    # by an idle worker through the next stage.
     threshold = line_threshold(cfg, counts["train_lines"])
-    [(shards, fed)] = ctx.map(train_task, [(files, cfg, str(ctx.out_dir), threshold)], num_cpus=max(1, cpus),
-                              max_calls=1)
+    [(shards, fed)] = ctx.map(train_task, [(files, cfg, str(ctx.out_dir), threshold)], num_cpus=max(1, cpus))
     return shards, {**counts, "sentencepiece_lines": fed}
 
 
