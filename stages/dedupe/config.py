@@ -38,9 +38,10 @@ class DedupeConfig(StageConfig):
                                 "manifest.json) or evaluation corpora (.jsonl/.parquet with a text column)")
     against_text_column: str = Field("text", min_length=1, description="text column of against files")
     sample_clusters: int = Field(20, ge=0, description="clusters shown side by side in the MLflow artifact")
-    partitions: int = Field(8, ge=1, le=4096, description="shuffle partitions for buckets; the most for "
-                            "components, which use one per worker unless the candidate pairs need more "
-                            "(execution only: output does not depend on it)")
+    partitions: int = Field(8, ge=1, le=4096, description="shuffle partitions for buckets, at least (more when "
+                            "the corpus needs them: stage.band_partitions); the most for components, which use "
+                            "one per worker unless the candidate pairs need more (execution only: output does not "
+                            "depend on it)")
     max_cc_rounds: int = Field(60, ge=2, description="connected-component rounds before giving up")
 
     @field_validator("against")

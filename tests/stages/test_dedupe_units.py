@@ -135,3 +135,16 @@ def test_arrow_helpers_equal_pyarrow_and_refuse_nulls(tmp_path):
     t = pa.table({"id": ["a", "b"], "text": texts[:2]})
     pq.write_table(t, tmp_path / "s.parquet")
     assert read_table(str(tmp_path / "s.parquet")).equals(pq.read_table(tmp_path / "s.parquet"))
+
+
+def test_band_partitions_follow_the_corpus():
+    """Bucket tasks sort at most ~KEYS_PER_PARTITION keys whatever the corpus size; the config's count is a floor."""
+    from stages.dedupe.stage import KEYS_PER_PARTITION, band_partitions
+
+    cfg = DedupeConfig()
+    assert band_partitions(cfg, 10**5) == cfg.partitions == 8
+    for docs in (10**7, 10**8):
+        parts = band_partitions(cfg, docs)
+        assert parts > 8 and docs * (cfg.banding()[0] + 1) / parts <= KEYS_PER_PARTITION
+    assert band_partitions(DedupeConfig(threshold=None), 10**8) < band_partitions(cfg, 10**8)  # exact keys only
+    assert band_partitions(DedupeConfig(partitions=64), 10**5) == 64
