@@ -12,7 +12,7 @@ import pytest
 import pipelines.index as index
 from pipelines.dataset import Manifest, Output, StageData, write_file, write_parquet
 from pipelines.index import build_indexes, find, url_hash
-from tests.realtext import sample_docs
+from pipelines.testing.realtext import sample_docs
 
 
 def serial(fn, items):

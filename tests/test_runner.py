@@ -90,12 +90,12 @@ def test_failing_stage_marks_runs_failed_and_keeps_upstream(ray_session, kit_con
 
 def test_rerun_removes_a_dead_writers_temporary_files(ray_session, kit_config, monkeypatch):
     """A writer killed mid-write leaves its `.NAME.tmp-PID` file; the next attempt at the stage deletes such files
-    before it runs (its own resumable state stays), and the outputs are those of a clean run."""
+    before it runs (its own resumable state stays while the stage is incomplete; once complete, `.partial/` goes
+    too), and the outputs are those of a clean run."""
     cfg = load(kit_config())
     monkeypatch.setenv("ZHGPT_TEST_FAIL_COUNT", "1")
     with pytest.raises(StageFailed, match="count refused its input"):
         execute(cfg)
-    monkeypatch.delenv("ZHGPT_TEST_FAIL_COUNT")
     count = next(cfg.local_dir.glob("count/*/"))
     dead = [count / "count" / ".part-00000.parquet.tmp-999999", count / ".partial" / "x" / ".state.json.tmp-999999"]
     for f in dead:
@@ -103,8 +103,12 @@ def test_rerun_removes_a_dead_writers_temporary_files(ray_session, kit_config, m
         f.write_bytes(b"half a file")
     kept = count / ".partial" / "x" / "state.json"
     kept.write_text("{}")
+    with pytest.raises(StageFailed, match="count refused its input"):  # the stage ran again, and failed again
+        execute(cfg)
+    assert not any(f.exists() for f in dead) and kept.exists()
+    monkeypatch.delenv("ZHGPT_TEST_FAIL_COUNT")
     after = execute(cfg)
-    assert after.executed == ["count"] and not any(f.exists() for f in dead) and kept.exists()
+    assert after.executed == ["count"] and not (count / ".partial").exists()
     assert digests(after) == digests(execute(load(kit_config(), [f"work_dir={cfg.work_dir}-clean"])))
 
 

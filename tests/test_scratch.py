@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pipelines.cli import execute
 from pipelines.config import load
+from pipelines.testing.realtext import sample_docs
 from tests.conftest import write_config
-from tests.realtext import sample_docs
 
 ZHGPT = [sys.executable, "-m", "pipelines.cli"]
 

@@ -34,10 +34,10 @@ HANZI: str = ""
 
 
 def load_pool() -> None:
-    """The sentence pools and the Chinese characters near copies substitute (from tests/realtext.py)."""
+    """The sentence pools and the Chinese characters near copies substitute (from pipelines/testing/realtext.py)."""
     global HANZI
+    from pipelines.testing.realtext import sample_docs
     from pipelines.text import cjk_fraction
-    from tests.realtext import sample_docs
 
     for trad in (False, True):
         paras = [p.strip() for d in sample_docs().to_pylist() if ("zh-tw" in d["url"]) == trad

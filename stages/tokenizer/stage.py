@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.stage import StageContext, StageResult
+from pipelines.stats import Stats
 from stages.tokenizer.sample import line_threshold, sample_task, train_task
 from stages.tokenizer.train import MODEL, VOCAB, describe, write_model
 
@@ -21,7 +22,7 @@ def train(ctx: StageContext) -> tuple[list, dict[str, int]]:
     paths = [str(p) for p in ctx.upstream["dedupe"].paths("docs")]
     parts = ctx.map(sample_task, [(i, p, cfg, str(lines)) for i, p in enumerate(paths)],
                     rows_of=lambda c: c["train_docs"])
-    counts = {k: sum(c[k] for c in parts) for k in ("train_docs", "train_chars", "train_lines")}
+    counts = Stats.total(parts, train_docs=0, train_chars=0, train_lines=0)
     if counts["train_lines"] == 0:
         raise ValueError("no text to train on: the dedupe output has no non-empty documents")
     files = [str(lines / f"s-{i:05d}.arrow") for i in range(len(paths))]
