@@ -1,6 +1,6 @@
 """Phase 2 of tokenize: gather one output shard's documents from the key-sorted encode files and pack them.
 
-Pure helpers (`bucket_of`, `pack`) plus `pack_shard`, the Ray task. The shard format is documented in
+Pure helpers (`bucket_bounds`, `pack`) plus `pack_shard`, the Ray task. The shard format is documented in
 stages/tokenize/__init__.py. Tests: tests/stages/test_tokenize.py.
 """
 from __future__ import annotations
@@ -19,23 +19,28 @@ from stages.tokenize.tables import SPLITS
 SEG_FIELDS = ("doc", "row", "start", "length", "doc_offset")
 
 
-def bucket_of(keys: np.ndarray, n: int) -> np.ndarray:
-    """Output shard of each uint64 key: n equal key ranges, monotone in the key (so sorted files slice cleanly).
+def bucket_bounds(bucket: int, n: int) -> tuple[int, int | None]:
+    """Key range [lo, hi) of output shard `bucket` of n: n equal ranges of the keys' top 32 bits (a key k is in
+    shard ((k >> 32) * n) >> 32), monotone in the key, so a key-sorted file slices by binary search. hi is None for
+    the last shard (2**64 is no uint64)."""
+    def start(b: int) -> int:
+        return -(-(b << 32) // n) << 32  # the smallest top-32-bit value v with v * n >= b * 2**32
 
-    The top 32 bits times n stays below 2**64 for n < 2**32.
-    """
-    return ((keys.astype(np.uint64) >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)
+    return start(bucket), (start(bucket + 1) if bucket + 1 < n else None)
 
 
 def gather(paths: list[str], split: int, bucket: int, n: int) -> pa.Table:
-    """The documents of (split, bucket) from every encode file, in key order. Files are memory-mapped."""
+    """The documents of (split, bucket) from every encode file, in key order. Files are memory-mapped and searched
+    (two binary searches each: a task's work does not grow with the corpus, only with the number of files)."""
+    lo_key, hi_key = bucket_bounds(bucket, n)
     parts = []
     for p in paths:
         t = read_table(p)
         sp = t.column("split").to_numpy()
         lo, hi = np.searchsorted(sp, split, "left"), np.searchsorted(sp, split, "right")
-        b = bucket_of(t.column("key").to_numpy()[lo:hi], n)
-        blo, bhi = np.searchsorted(b, bucket, "left"), np.searchsorted(b, bucket, "right")
+        keys = t.column("key").to_numpy()[lo:hi]
+        blo = np.searchsorted(keys, np.uint64(lo_key), "left")
+        bhi = len(keys) if hi_key is None else np.searchsorted(keys, np.uint64(hi_key), "left")
         parts.append(t.slice(lo + blo, bhi - blo))
     t = pa.concat_tables(parts)
     return t.sort_by([("key", "ascending"), ("id", "ascending")])

@@ -15,7 +15,7 @@ from pipelines.testing.helpers import docs_table, make_stage_data, run_stage
 from pipelines.testing.realtext import sample_docs
 from stages.tokenize import TokenizeConfig
 from stages.tokenize.encode import split_of
-from stages.tokenize.pack import pack, pack_sources
+from stages.tokenize.pack import bucket_bounds, pack, pack_sources
 from stages.tokenize.reader import open_split, shard_metadata
 from stages.tokenizer import TokenizerConfig
 
@@ -62,6 +62,24 @@ def test_pack_cuts_rows_and_segments():
     assert seg["length"].tolist() == [4, 1, 3, 4, 4]
     assert seg["doc_offset"].tolist() == [0, 4, 0, 0, 4]
     assert pack(np.array([3]), 4)[0] == 0
+
+
+def test_bucket_bounds_slice_the_shards_of_the_top_32_bits():
+    """The key range of each output shard holds exactly the keys whose top 32 bits times n, over 2**32, are that
+    shard: the definition the pack tasks used to compute over every key of every file."""
+    rng = np.random.default_rng(0)
+    edges = [0, 1, (1 << 32) - 1, 1 << 32, (1 << 64) - 1]
+    keys = np.sort(np.concatenate([rng.integers(0, 2**64 - 1, 20_000, dtype=np.uint64, endpoint=True),
+                                   np.array(edges, np.uint64)]))
+    for n in (1, 2, 3, 7, 1000, 2**20 + 1):
+        want = ((keys >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)
+        sliced = np.full(keys.size, -1)
+        for b in sorted(set(want.tolist()) | {0, n - 1}):
+            lo, hi = bucket_bounds(b, n)
+            a = np.searchsorted(keys, np.uint64(lo), "left")
+            z = keys.size if hi is None else np.searchsorted(keys, np.uint64(hi), "left")
+            sliced[a:z] = b
+        assert (sliced == want.astype(np.int64)).all(), n
 
 
 def test_pack_sources_keeps_rows_single_source_and_handles_empty():
