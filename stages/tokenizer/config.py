@@ -24,9 +24,14 @@ class TokenizerConfig(StageConfig):
     reserved_tokens: int = Field(16, ge=0, le=4096, description="control tokens <reserved_i> kept for later use")
     sample_fraction: float = Field(1.0, gt=0.0, le=1.0,
                                    description="share of documents read for training, chosen by a seeded id hash")
+    # SentencePiece's training memory follows its input: ~0.25 GB + 1.55 GB per million lines of web-length
+    # Chinese (bench/tokenizer_budget.py: 1.0 / 1.8 / 3.3 GB peak at 0.5 / 1 / 2M lines; 7.7 GB at the old 5M), and
+    # ~37 s per million lines. Above the budget the stage feeds a seeded sample, so 2M lines bound the stage at
+    # ~3.3 GB and ~75 s of training whatever the corpus (flat past ~135k documents of 15 lines).
     input_sentence_size: Optional[int] = Field(
-        5_000_000, ge=1, description="at most this many lines, a seeded sample by line hash when the corpus has "
-                                     "more (stages/tokenizer/sample.py); None = all lines")
+        2_000_000, ge=1, description="at most this many lines, a seeded sample by line hash when the corpus has "
+                                     "more (stages/tokenizer/sample.py); None = all lines (memory grows with the "
+                                     "corpus: ~1.55 GB per million lines)")
     max_sentence_bytes: int = Field(16384, ge=256, le=1 << 20,
                                     description="longer lines are cut at character boundaries (UTF-8 bytes)")
     seed: int = Field(0, ge=0, description="seed of the document sample")
