@@ -304,8 +304,9 @@ def test_training_spreads_over_two_nodes_with_checkpoints_in_s3(e2e_run, two_nod
     nodes = json.loads(probe_out.stdout.strip().splitlines()[-1])
     assert len(set(nodes)) == 2, nodes  # rank 0 and rank 1 ran on different nodes
     train_dir = next(iter(fs.glob("zhgpt/e2e/train/*/manifest.json"))).rsplit("/", 1)[0]
-    assert [p.rsplit("/", 1)[1] for p in sorted(fs.glob(f"{train_dir}/.partial/ray/step_*"))] == \
-        ["step_00000002", "step_00000004"]  # Ray Train's checkpoints live in S3
+    # Ray Train's checkpoints lived in S3 (<stage>/.partial/ray) while the stage ran; once the manifest is there the
+    # runner removes that working area from the store too: the final state is the stage's `checkpoints` output
+    assert not fs.exists(f"{train_dir}/.partial")
     assert fs.exists(f"{train_dir}/checkpoints/state.pt") and fs.exists(f"{train_dir}/export/config.json")
     out = subprocess.run([*ZHGPT, "verify", str(cfg_path)], env=run_env, capture_output=True, text=True)
     assert out.returncode == 0 and "train: " in out.stdout and "CORRUPT" not in out.stdout, out.stdout + out.stderr
