@@ -1,0 +1,238 @@
+"""One partition's round in one Ray task (`crawl_partition`): fetch its URLs politely, process each page (pages.py)
+on this task's thread and on helper tasks, journal every result (journal.py), cut the shards in URL order.
+
+Fetching stays in this one task, so a host's politeness (delay, per-host concurrency, robots.txt) lives in one
+place: frontier.partition_of never splits a host. Fetches start host by host, round-robin, at most
+per_host_concurrency per host and `concurrency` in all, and only while the pages waiting for a CPU are few:
+a page fetched far ahead of the CPU would only be lost to a kill.
+
+Processing (decode, parse, extract, links, WARC gzip) is the CPU: ~18 ms a sample-site page, against ~1 ms to
+fetch it from a local mirror. A round with fewer partitions than workers gives each partition `helpers`: Ray
+tasks (one CPU each) that take BATCH pages at a time while this task's own thread takes one; so one large site
+uses every worker. The result does not depend on where a page was processed, nor on the worker count.
+
+Stopping: when the driver process dies, Ray's local raylet dies with it (kernel fate-sharing), but a task's
+worker only learns so from its own periodic raylet check (1 s by default; ~2 s of extra fetching measured here,
+where nothing reaps the dead raylet, so its pid still answers). This task watches its parent process (the raylet)
+every WATCH_S and stops fetching when it is gone. A driver that joined a running cluster is different: there the
+raylet lives on and kills the job's workers itself (measured: 0.06 s).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pipelines.faults import ENV as FAULT_ENV, fault_point
+from pipelines.io import read_json, write_json
+from stages.crawl.fetch import Fetcher
+from stages.crawl.frontier import host_of
+from stages.crawl.journal import Journal, cut
+from stages.crawl.pages import RoundInfo, now_iso, process_batch, result_of
+from stages.crawl.robots import agent_token
+
+BATCH = 4  # pages per helper task: a Ray task costs ~1-2 ms of CPU on both ends, 4 pages ~70 ms of work
+WATCH_S = 0.1  # how often a task checks that its driver is alive
+
+
+class Orphaned(RuntimeError):
+    """The process that started this task is gone (the driver died): nobody will read what it fetches."""
+
+
+def max_in_flight(cfg, hosts: int, helpers: int) -> int:
+    """Pages at most between the start of their fetch and their journal entry: what a kill may cost on top of
+    the pages since the last checkpoint. Fetching, plus waiting for a CPU (at most enough to hand every
+    processor its next batch), plus being processed (a batch per helper, one page on this task's thread)."""
+    cpu = helpers * BATCH + 1
+    return min(cfg.concurrency, hosts * cfg.per_host_concurrency) + 2 * cpu
+
+
+class Processor:
+    """pages.process_batch on this task's thread and on `helpers` Ray tasks; pages are taken in arrival order."""
+
+    def __init__(self, info: RoundInfo, helpers: int):
+        self.info, self.free_helpers, self.thread_free = info, helpers, True
+        self.helper_pages = 0  # processed by helper tasks (reported with the round's result)
+        self.queue: deque = deque()  # (job, future) waiting for a processor
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="crawl-pages")
+        self.running: set[asyncio.Task] = set()
+        if helpers:
+            import ray
+
+            self.remote = ray.remote(process_batch).options(num_cpus=1)
+            self.info_ref = ray.put(info)
+
+    def submit(self, job: tuple) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self.queue.append((job, fut))
+        self._pump()
+        return fut
+
+    def _pump(self) -> None:
+        while self.queue and self.free_helpers:
+            self.free_helpers -= 1
+            self._start(self._remote, BATCH)
+        if self.queue and self.thread_free:
+            self.thread_free = False
+            self._start(self._local, 1)
+
+    def _start(self, runner, size: int) -> None:
+        batch = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
+        task = asyncio.create_task(self._run(runner, batch))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def _run(self, runner, batch: list) -> None:
+        try:
+            results = await runner([job for job, _ in batch])
+            for (_, fut), res in zip(batch, results):
+                fut.set_result(res)
+        except Exception as exc:  # a bug in processing: the page's own task raises it
+            for _, fut in batch:
+                fut.set_exception(exc)
+        self._pump()
+
+    async def _local(self, jobs: list) -> list:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.thread, process_batch, jobs, self.info)
+        finally:
+            self.thread_free = True
+
+    async def _remote(self, jobs: list) -> list:
+        try:
+            results = await asyncio.wrap_future(self.remote.remote(jobs, self.info_ref).future())
+            self.helper_pages += len(results)
+            return results
+        except Exception:  # the helper was lost (its worker died, Ray gave up): process the pages here instead
+            return await asyncio.get_running_loop().run_in_executor(self.thread, process_batch, jobs, self.info)
+        finally:
+            self.free_helpers += 1
+
+    def close(self) -> None:
+        for task in self.running:
+            task.cancel()
+        self.thread.shutdown(wait=True, cancel_futures=True)
+
+
+class RoundLoop:
+    """Fetch every URL not yet in the journal, process it, journal it; checkpoint as configured."""
+
+    def __init__(self, items: list[list], journal: Journal, fetcher: Fetcher, proc: Processor, cfg, helpers: int,
+                 fault_marker: Path):
+        self.items, self.journal, self.fetcher, self.proc, self.cfg = items, journal, fetcher, proc, cfg
+        self.queues: dict[str, deque[int]] = {}
+        for i, (url, _) in enumerate(items):
+            if i not in journal.entries:
+                self.queues.setdefault(host_of(url), deque()).append(i)
+        self.order = deque(self.queues)  # hosts, served round-robin
+        self.active: Counter = Counter()  # fetches in progress per host
+        self.fetching: dict[asyncio.Task, tuple[int, str]] = {}
+        self.working: set[asyncio.Task] = set()
+        # pages fetching + waiting for a CPU; see max_in_flight
+        self.cap = min(cfg.concurrency, len(self.queues) * cfg.per_host_concurrency) + helpers * BATCH + 1
+        self.fault_marker = fault_marker
+
+    async def run(self) -> None:
+        try:
+            while self.queues or self.fetching or self.working:
+                self._start_fetches()
+                done, _ = await asyncio.wait([*self.fetching, *self.working], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task in self.fetching:
+                        i, host = self.fetching.pop(task)
+                        self.active[host] -= 1
+                        self.working.add(asyncio.create_task(self._finish(i, task.result())))
+                    else:
+                        self.working.discard(task)
+                        task.result()  # a failure in processing or journaling ends the round
+            self.journal.checkpoint(self.fetcher.ready_at())
+        finally:
+            pending = [*self.fetching, *self.working]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _start_fetches(self) -> None:
+        while self.queues and len(self.fetching) < self.cfg.concurrency and \
+                len(self.fetching) + len(self.proc.queue) < self.cap:
+            host = next((h for h in self.order if self.active[h] < self.cfg.per_host_concurrency), None)
+            if host is None:
+                return
+            self.order.remove(host)
+            i = self.queues[host].popleft()
+            if self.queues[host]:
+                self.order.append(host)  # to the back of the round-robin
+            else:
+                del self.queues[host]
+            self.active[host] += 1
+            self.fetching[asyncio.create_task(self.fetcher.fetch(self.items[i][0]))] = (i, host)
+
+    async def _finish(self, i: int, fetched) -> None:
+        url, referrer = self.items[i]
+        job = (i, url, referrer, fetched)
+        res = await self.proc.submit(job) if fetched.fate == "fetched" else result_of(*job, self.proc.info)
+        self.journal.append(res)
+        if self.journal.due(self.cfg.checkpoint_pages, self.cfg.checkpoint_seconds):
+            self.journal.checkpoint(self.fetcher.ready_at())
+        fault_point("crawl.pages", len(self.journal.entries), self.fault_marker)  # test hook: a kill mid-round
+
+
+async def _watch(parent: int) -> None:
+    while True:
+        await asyncio.sleep(WATCH_S)
+        if os.getppid() != parent:
+            raise Orphaned(f"the process that started this crawl task (pid {parent}) is gone: stopped fetching")
+
+
+async def _round(src, cfg, info: RoundInfo, items: list[list], journal: Journal, partial: Path, ready: dict,
+                 helpers: int) -> tuple[dict[str, float], int]:
+    """Run one round's loop beside the watchdog; return each host's politeness state for the next round and the
+    pages the helpers processed."""
+    fetcher = Fetcher(cfg, src.allow_private, partial / "robots", ready)
+    proc = Processor(info, helpers)
+    watch = asyncio.create_task(_watch(os.getppid()))
+    loop = asyncio.create_task(RoundLoop(items, journal, fetcher, proc, cfg, helpers, partial / "crawl.pages.fault")
+                               .run())
+    try:
+        await asyncio.wait([watch, loop], return_when=asyncio.FIRST_COMPLETED)
+        if watch.done():
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+            watch.result()  # raises Orphaned
+        loop.result()
+        return fetcher.ready_at(), proc.helper_pages
+    finally:
+        watch.cancel()
+        proc.close()
+        await fetcher.aclose()
+
+
+def crawl_partition(src, cfg, rnd: int, part: int, items: list[list], out_dir: str, partial: str,
+                    ready: dict[str, float] | None = None, helpers: int = 0, faults: str | None = None) -> dict:
+    """Ray task: fetch one partition's URLs for one round (resuming from its journal after a kill); write its docs,
+    log and WARC shards. `faults` is the driver's ZHGPT_FAULT (the session's Ray workers may not have it)."""
+    rel, partial = f"{src.name}-r{rnd:03d}-p{part:03d}", Path(partial)
+    marker, work = partial / "rounds" / f"{rel}.json", partial / "work" / rel
+    if marker.exists():  # finished before a kill: nothing is fetched twice
+        shutil.rmtree(work, ignore_errors=True)
+        return read_json(marker)
+    if faults:
+        os.environ[FAULT_ENV] = faults
+    else:
+        os.environ.pop(FAULT_ENV, None)
+    journal = Journal(work, items)
+    info = RoundInfo(src.name, rnd, cfg.extract, agent_token(cfg.user_agent), cfg.fetched_at)
+    try:
+        ready = {h: max(t, journal.ready.get(h, 0.0)) for h, t in {**journal.ready, **(ready or {})}.items()}
+        ready, helped = asyncio.run(_round(src, cfg, info, items, journal, partial, ready, helpers))
+        result = cut(journal, len(items), out_dir, rel, {"software": "zhgpt-crawl", "date": now_iso(cfg.fetched_at),
+                                                         "format": "WARC File Format 1.1"})
+    finally:
+        journal.close()
+    result.update(ready=ready, helper_pages=helped)
+    write_json(marker, result)
+    journal.remove()
+    return result
