@@ -72,7 +72,7 @@ class Journal:
     def append(self, res: Result) -> None:
         meta = json.dumps({"log": res.log, "doc": res.doc, "links": res.links, "kind": res.kind},
                           ensure_ascii=False).encode("utf-8")
-        self.entries[res.index] = self.fh.tell()
+        self.entries[res.index] = self.fh.seek(0, 2)  # at the end, whatever was read last
         self.fh.write(_HEAD.pack(res.index, len(res.warc), len(meta)) + res.warc + meta)
         self.unsaved += 1
 
@@ -81,7 +81,7 @@ class Journal:
 
     def checkpoint(self, ready: dict[str, float]) -> None:
         self.fh.flush()
-        write_json(self.ckpt, {"urls": self.urls, "bytes": self.fh.tell(), "ready": ready})
+        write_json(self.ckpt, {"urls": self.urls, "bytes": self.fh.seek(0, 2), "ready": ready})
         self.unsaved, self.saved_at = 0, time.monotonic()
 
     def read(self, index: int) -> tuple[bytes, dict]:

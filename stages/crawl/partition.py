@@ -44,17 +44,16 @@ class Orphaned(RuntimeError):
 
 def max_in_flight(cfg, hosts: int, helpers: int) -> int:
     """Pages at most between the start of their fetch and their journal entry: what a kill may cost on top of
-    the pages since the last checkpoint. Fetching, plus waiting for a CPU (at most enough to hand every
-    processor its next batch), plus being processed (a batch per helper, one page on this task's thread)."""
-    cpu = helpers * BATCH + 1
-    return min(cfg.concurrency, hosts * cfg.per_host_concurrency) + 2 * cpu
+    the pages since the last checkpoint. As many as can be fetched at once, plus twice what the processors take
+    at once (a batch per helper, one page on this task's thread): one set being processed, one waiting."""
+    return min(cfg.concurrency, hosts * cfg.per_host_concurrency) + 2 * (helpers * BATCH + 1)
 
 
 class Processor:
     """pages.process_batch on this task's thread and on `helpers` Ray tasks; pages are taken in arrival order."""
 
     def __init__(self, info: RoundInfo, helpers: int):
-        self.info, self.free_helpers, self.thread_free = info, helpers, True
+        self.info, self.free_helpers, self.thread_free = info, 0, True
         self.helper_pages = 0  # processed by helper tasks (reported with the round's result)
         self.queue: deque = deque()  # (job, future) waiting for a processor
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="crawl-pages")
@@ -62,8 +61,10 @@ class Processor:
         if helpers:
             import ray
 
-            self.remote = ray.remote(process_batch).options(num_cpus=1)
-            self.info_ref = ray.put(info)
+            if ray.is_initialized():  # else called outside Ray (a bench, a test): this task's thread alone
+                self.free_helpers = helpers
+                self.remote = ray.remote(process_batch).options(num_cpus=1)
+                self.info_ref = ray.put(info)
 
     def submit(self, job: tuple) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
@@ -130,9 +131,8 @@ class RoundLoop:
         self.order = deque(self.queues)  # hosts, served round-robin
         self.active: Counter = Counter()  # fetches in progress per host
         self.fetching: dict[asyncio.Task, tuple[int, str]] = {}
-        self.working: set[asyncio.Task] = set()
-        # pages fetching + waiting for a CPU; see max_in_flight
-        self.cap = min(cfg.concurrency, len(self.queues) * cfg.per_host_concurrency) + helpers * BATCH + 1
+        self.working: set[asyncio.Task] = set()  # fetched, not yet journaled
+        self.cap = max_in_flight(cfg, len(self.queues), helpers)
         self.fault_marker = fault_marker
 
     async def run(self) -> None:
@@ -157,7 +157,7 @@ class RoundLoop:
 
     def _start_fetches(self) -> None:
         while self.queues and len(self.fetching) < self.cfg.concurrency and \
-                len(self.fetching) + len(self.proc.queue) < self.cap:
+                len(self.fetching) + len(self.working) < self.cap:
             host = next((h for h in self.order if self.active[h] < self.cfg.per_host_concurrency), None)
             if host is None:
                 return

@@ -230,6 +230,51 @@ def test_warc_request_records_pair_with_responses(tmp_path):
         assert req.http_headers.protocol == "GET" and req.http_headers.get_header("User-Agent") == "zhgpt-crawler/0.1"
 
 
+def test_journal_keeps_what_was_checkpointed(tmp_path):
+    """A killed task's journal: entries after the last checkpoint are dropped; a checkpoint ahead of the data (a
+    machine crash) keeps the whole entries and drops a torn one; another URL list starts afresh."""
+    from pipelines.io import read_json, write_json
+    from stages.crawl.journal import Journal
+    from stages.crawl.pages import Result
+
+    urls = [[f"http://a.cn/{i}", ""] for i in range(4)]
+    j = Journal(tmp_path / "w", urls)
+    for i in (2, 0):
+        j.append(Result(i, {"url": urls[i][0]}, links=[f"http://a.cn/x{i}"], warc=b"w" * i))
+    j.checkpoint({"a.cn": 1.5})
+    j.append(Result(1, {"url": urls[1][0]}))  # not checkpointed: lost to the kill
+    j.close()
+    again = Journal(tmp_path / "w", urls)
+    assert again.done == {0, 2} and again.ready == {"a.cn": 1.5}
+    assert again.read(2) == (b"ww", {"log": {"url": urls[2][0]}, "doc": None, "links": ["http://a.cn/x2"], "kind": ""})
+    again.append(Result(1, {"url": urls[1][0]}))
+    again.fh.write(b"\x03\x00\x00")  # a torn entry
+    again.close()
+    ckpt = read_json(tmp_path / "w/checkpoint.json")
+    write_json(tmp_path / "w/checkpoint.json", {**ckpt, "bytes": ckpt["bytes"] + 10_000})
+    assert Journal(tmp_path / "w", urls).done == {0, 1, 2}
+    assert Journal(tmp_path / "w", urls[:3]).done == set()
+
+
+def test_helpers_share_out_the_idle_workers():
+    from stages.crawl.seeds import helpers_for
+
+    assert helpers_for(workers=2, cpus=2, partitions=1) == [1]
+    assert helpers_for(workers=8, cpus=8, partitions=3) == [2, 2, 1]
+    assert helpers_for(workers=4, cpus=2, partitions=1) == [1]  # never more than the cluster's CPUs
+    assert helpers_for(workers=2, cpus=2, partitions=4) == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("values,want", [
+    (["noindex"], {"noindex"}), (["NoIndex, NOFOLLOW"], {"noindex", "nofollow"}), (["none"], {"noindex", "nofollow"}),
+    (["otherbot: noindex"], set()), (["zhgpt-crawler: nofollow"], {"nofollow"}),
+    (["unavailable_after: 25 Jun 2010 15:00:00 PST"], set()), (["index, follow", "max-snippet:-1"], set())])
+def test_page_directives(values, want):
+    from stages.crawl.robots import agent_token, page_directives
+
+    assert page_directives(values, agent_token(CrawlConfig.model_fields["user_agent"].default)) == want
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ValidationError, match="not an IP address"):
         CrawlConfig(sources=[{"name": "a", "type": "seeds", "seeds": ["http://a.cn"], "allow_private": ["local"]}])
