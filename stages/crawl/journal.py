@@ -30,6 +30,14 @@ from stages.crawl.warc import WarcShard
 _HEAD = struct.Struct("<QII")
 
 
+def encode(res: Result) -> bytes:
+    """A Result as a journal entry: encoded where it was processed (a helper task, this task's thread), so the
+    fetching task only writes bytes."""
+    meta = json.dumps({"log": res.log, "doc": res.doc, "links": res.links, "kind": res.kind},
+                      ensure_ascii=False).encode("utf-8")
+    return _HEAD.pack(res.index, len(res.warc), len(meta)) + res.warc + meta
+
+
 class Journal:
     """The append-only record of one partition's round; `done` holds the URL indexes already in it."""
 
@@ -69,11 +77,10 @@ class Journal:
     def done(self) -> set[int]:
         return set(self.entries)
 
-    def append(self, res: Result) -> None:
-        meta = json.dumps({"log": res.log, "doc": res.doc, "links": res.links, "kind": res.kind},
-                          ensure_ascii=False).encode("utf-8")
-        self.entries[res.index] = self.fh.seek(0, 2)  # at the end, whatever was read last
-        self.fh.write(_HEAD.pack(res.index, len(res.warc), len(meta)) + res.warc + meta)
+    def append(self, index: int, entry: bytes) -> None:
+        """Add one URL's `encode`d Result."""
+        self.entries[index] = self.fh.seek(0, 2)  # at the end, whatever was read last
+        self.fh.write(entry)
         self.unsaved += 1
 
     def due(self, pages: int, seconds: float) -> bool:

@@ -61,8 +61,3 @@ def result_of(index: int, url: str, referrer: str, f, info: RoundInfo) -> Result
                    "title": page.title, "text": page.text, "status": f.status, "undecodable": page.undecodable,
                    **page.charset_columns(), "depth": info.depth}
     return res
-
-
-def process_batch(jobs: list[tuple], info: RoundInfo) -> list[Result]:
-    """result_of for (index, url, referrer, Fetched) jobs: a Ray helper task's unit of work."""
-    return [result_of(*job, info) for job in jobs]

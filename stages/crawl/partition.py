@@ -30,12 +30,25 @@ from pipelines.faults import ENV as FAULT_ENV, fault_point
 from pipelines.io import read_json, write_json
 from stages.crawl.fetch import Fetcher
 from stages.crawl.frontier import host_of
-from stages.crawl.journal import Journal, cut
-from stages.crawl.pages import RoundInfo, now_iso, process_batch, result_of
+from stages.crawl.journal import Journal, cut, encode
+from stages.crawl.pages import RoundInfo, now_iso, result_of
 from stages.crawl.robots import agent_token
 
 BATCH = 4  # pages per helper task: a Ray task costs ~1-2 ms of CPU on both ends, 4 pages ~70 ms of work
 WATCH_S = 0.1  # how often a task checks that its driver is alive
+
+
+def process_batch(jobs: list[tuple], info: RoundInfo) -> list[bytes]:
+    """Journal entries of (index, url, referrer, Fetched) jobs: the unit of work of this task's thread and of a
+    helper task. Encoded where they are processed, so the fetching task only writes bytes."""
+    return [encode(result_of(*job, info)) for job in jobs]
+
+
+def helper_task(info: RoundInfo, *jobs: tuple) -> bytes | tuple[bytes, ...]:
+    """process_batch as a Ray task with one argument and one return value per page: each under Ray's 100 KB
+    inline limit, so none goes through the object store (1.1 vs 2.1 ms of the caller's CPU per 4-page task)."""
+    out = process_batch(list(jobs), info)
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 class Orphaned(RuntimeError):
@@ -50,7 +63,7 @@ def max_in_flight(cfg, hosts: int, helpers: int) -> int:
 
 
 class Processor:
-    """pages.process_batch on this task's thread and on `helpers` Ray tasks; pages are taken in arrival order."""
+    """process_batch on this task's thread and on `helpers` Ray tasks; pages are taken in arrival order."""
 
     def __init__(self, info: RoundInfo, helpers: int):
         self.info, self.free_helpers, self.thread_free = info, 0, True
@@ -63,7 +76,7 @@ class Processor:
 
             if ray.is_initialized():  # else called outside Ray (a bench, a test): this task's thread alone
                 self.free_helpers = helpers
-                self.remote = ray.remote(process_batch).options(num_cpus=1)
+                self.remote, self.lost = ray.remote(helper_task), ray.exceptions.RayError
                 self.info_ref = ray.put(info)
 
     def submit(self, job: tuple) -> asyncio.Future:
@@ -104,10 +117,12 @@ class Processor:
 
     async def _remote(self, jobs: list) -> list:
         try:
-            results = await asyncio.wrap_future(self.remote.remote(jobs, self.info_ref).future())
+            refs = self.remote.options(num_cpus=1, num_returns=len(jobs)).remote(self.info_ref, *jobs)
+            results = await asyncio.gather(*(asyncio.wrap_future(r.future())
+                                             for r in (refs if len(jobs) > 1 else [refs])))
             self.helper_pages += len(results)
             return results
-        except Exception:  # the helper was lost (its worker died, Ray gave up): process the pages here instead
+        except self.lost:  # the helper was lost (its worker died, Ray gave up): process the pages here instead
             return await asyncio.get_running_loop().run_in_executor(self.thread, process_batch, jobs, self.info)
         finally:
             self.free_helpers += 1
@@ -173,8 +188,8 @@ class RoundLoop:
     async def _finish(self, i: int, fetched) -> None:
         url, referrer = self.items[i]
         job = (i, url, referrer, fetched)
-        res = await self.proc.submit(job) if fetched.fate == "fetched" else result_of(*job, self.proc.info)
-        self.journal.append(res)
+        entry = await self.proc.submit(job) if fetched.fate == "fetched" else encode(result_of(*job, self.proc.info))
+        self.journal.append(i, entry)
         if self.journal.due(self.cfg.checkpoint_pages, self.cfg.checkpoint_seconds):
             self.journal.checkpoint(self.fetcher.ready_at())
         fault_point("crawl.pages", len(self.journal.entries), self.fault_marker)  # test hook: a kill mid-round

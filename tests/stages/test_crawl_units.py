@@ -234,20 +234,20 @@ def test_journal_keeps_what_was_checkpointed(tmp_path):
     """A killed task's journal: entries after the last checkpoint are dropped; a checkpoint ahead of the data (a
     machine crash) keeps the whole entries and drops a torn one; another URL list starts afresh."""
     from pipelines.io import read_json, write_json
-    from stages.crawl.journal import Journal
+    from stages.crawl.journal import Journal, encode
     from stages.crawl.pages import Result
 
     urls = [[f"http://a.cn/{i}", ""] for i in range(4)]
     j = Journal(tmp_path / "w", urls)
     for i in (2, 0):
-        j.append(Result(i, {"url": urls[i][0]}, links=[f"http://a.cn/x{i}"], warc=b"w" * i))
+        j.append(i, encode(Result(i, {"url": urls[i][0]}, links=[f"http://a.cn/x{i}"], warc=b"w" * i)))
     j.checkpoint({"a.cn": 1.5})
-    j.append(Result(1, {"url": urls[1][0]}))  # not checkpointed: lost to the kill
+    j.append(1, encode(Result(1, {"url": urls[1][0]})))  # not checkpointed: lost to the kill
     j.close()
     again = Journal(tmp_path / "w", urls)
     assert again.done == {0, 2} and again.ready == {"a.cn": 1.5}
     assert again.read(2) == (b"ww", {"log": {"url": urls[2][0]}, "doc": None, "links": ["http://a.cn/x2"], "kind": ""})
-    again.append(Result(1, {"url": urls[1][0]}))
+    again.append(1, encode(Result(1, {"url": urls[1][0]})))
     again.fh.write(b"\x03\x00\x00")  # a torn entry
     again.close()
     ckpt = read_json(tmp_path / "w/checkpoint.json")
