@@ -95,12 +95,15 @@ PARENT = "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); print(p.pi
 def test_task_stops_fetching_when_its_driver_dies(tmp_path):
     """A crawl task whose parent (in Ray: the raylet, which dies with the driver) is SIGKILLed stops by itself: it
     sends no request after the kill and exits, although its server never answers (without the watchdog it would
-    wait out its 60 s read timeout, then fetch the next URLs)."""
+    wait out its 60 s read timeout, then fetch the next URLs); the pages it had fetched are in its journal."""
+    from stages.crawl.journal import Journal
+
     held = {f"/hold/{i}": lambda s: (s.release.wait(120), (200, {}, b""))[1] for i in range(8)}
-    server = SiteServer({"/robots.txt": (404, {}, b""), **held})
+    fast = {f"/fast/{i}": (200, {"Content-Type": "text/html"}, f"<p>第{i}页</p>".encode()) for i in range(2)}
+    server = SiteServer({"/robots.txt": (404, {}, b""), **fast, **held})
     try:
         cfg = crawl_cfg([server.base + "/"], concurrency=2, per_host_concurrency=2, read_timeout=60)
-        urls = [[server.base + p, ""] for p in sorted(held)]
+        urls = [[server.base + p, ""] for p in sorted(fast) + sorted(held)]  # the fast pages first
         parent = subprocess.Popen([sys.executable, "-c", PARENT, sys.executable, "-c", CHILD, cfg.model_dump_json(),
                                    json.dumps(urls), str(tmp_path)], stdout=subprocess.PIPE, text=True)
         child = psutil.Process(int(parent.stdout.readline()))
@@ -117,6 +120,7 @@ def test_task_stops_fetching_when_its_driver_dies(tmp_path):
         assert sum(len(v) for p, v in server.hits.items() if p.startswith("/hold/")) == 2
     finally:
         server.close()
+    assert Journal(tmp_path / ".partial/work/t-r000-p000", urls).done == {0, 1}  # saved before it stopped
 
 
 def _alive(proc: psutil.Process) -> bool:
