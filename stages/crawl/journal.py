@@ -3,9 +3,9 @@
 Each URL's Result is appended to the round's journal as soon as it is processed, in whatever order fetches finish;
 every `checkpoint_pages` pages or `checkpoint_seconds` seconds, and whenever the task stops short (its driver gone,
 an error), the journal is flushed and its length written to checkpoint.json (atomically). A killed task's next
-attempt truncates the journal to the checkpointed length and fetches only the URLs not in it. When every URL is in, `cut` writes the docs, log and WARC shards in URL order,
-so they are byte-identical whether the round ran once, was killed mid-way, or had its pages processed on other
-workers. The journal is not fsynced: it survives the death of the process (SIGKILL, OOM, a lost Ray worker), the
+attempt truncates the journal to the checkpointed length and fetches only the URLs not in it. When every URL is
+in, `cut` writes the docs, log and WARC shards in URL order, so they are byte-identical whether the round ran
+once, was killed mid-way, or had its pages processed on other workers. The journal is not fsynced: it survives the death of the process (SIGKILL, OOM, a lost Ray worker), the
 case it is for; after a machine crash a torn tail is dropped and those pages are fetched again.
 
 Files in the round's work folder (under the stage's .partial/): journal.bin, checkpoint.json. An entry is a
