@@ -5,8 +5,9 @@ every `checkpoint_pages` pages or `checkpoint_seconds` seconds, and whenever the
 an error), the journal is flushed and its length written to checkpoint.json (atomically). A killed task's next
 attempt truncates the journal to the checkpointed length and fetches only the URLs not in it. When every URL is
 in, `cut` writes the docs, log and WARC shards in URL order, so they are byte-identical whether the round ran
-once, was killed mid-way, or had its pages processed on other workers. The journal is not fsynced: it survives the death of the process (SIGKILL, OOM, a lost Ray worker), the
-case it is for; after a machine crash a torn tail is dropped and those pages are fetched again.
+once, was killed mid-way, or had its pages processed on other workers. The journal is not fsynced: it survives
+the death of the process (SIGKILL, OOM, a lost Ray worker), the case it is for; after a machine crash a torn tail
+is dropped and those pages are fetched again.
 
 Files in the round's work folder (under the stage's .partial/): journal.bin, checkpoint.json. An entry is a
 header (struct `<QII`: URL index, WARC bytes, JSON bytes), the WARC records, then JSON {log, doc, links, kind}.

@@ -15,11 +15,12 @@ import time
 import psutil
 import pytest
 
+from pipelines.testing.helpers import run_stage
+from pipelines.testing.httpsite import SiteServer
+from pipelines.testing.realtext import html_files
 from stages.crawl.config import CrawlConfig
 from stages.crawl.partition import max_in_flight
-from pipelines.testing.helpers import run_stage
-from pipelines.testing.realtext import html_files
-from tests.stages.test_crawl_http import SiteServer, crawl_cfg
+from tests.stages.test_crawl_http import crawl_cfg
 
 PAGES = 48
 
