@@ -18,7 +18,7 @@ HTML_TYPES = ("text/html", "application/xhtml+xml", "")  # "" = no Content-Type:
 
 @dataclass
 class Page:
-    fate: str  # fetched | not_text | no_text | undecodable
+    fate: str  # fetched | not_text | no_text | undecodable | robots_meta
     reason: str = ""
     title: str = ""
     text: str = ""
@@ -39,8 +39,13 @@ def is_html_type(content_type: str | None) -> bool:
     return (content_type or "").split(";")[0].strip().lower() in HTML_TYPES
 
 
-def process_html(url: str, body: bytes, content_type: str | None, xcfg, want_links: bool = True) -> Page:
-    """Decode, parse, extract. Never raises on bad input: the page's fate says what went wrong."""
+def process_html(url: str, body: bytes, content_type: str | None, xcfg, want_links: bool = True,
+                 robots_agent: str | None = None, robots_header: list[str] = ()) -> Page:
+    """Decode, parse, extract. Never raises on bad input: the page's fate says what went wrong.
+
+    With `robots_agent` (the crawler's product token), the page's own robots rules are honoured: X-Robots-Tag
+    values (`robots_header`) and <meta name="robots"> (or name=<agent>). `noindex`: fate `robots_meta`, no text
+    extracted; `nofollow`: no links returned."""
     if looks_binary(body):
         return Page("not_text", "binary content (NUL or control bytes in the first 1 KiB)")
     dec = decode(body, content_type)
@@ -50,13 +55,32 @@ def process_html(url: str, body: bytes, content_type: str | None, xcfg, want_lin
     tree = _parse(dec.text)
     if tree is None:
         return Page("no_text", "no HTML tree could be parsed", **meta)
-    links = _links(tree, url) if want_links else []
+    rules = _robots_rules(tree, robots_agent, robots_header) if robots_agent is not None else {}
+    links = _links(tree, url) if want_links and "nofollow" not in rules else []
+    if "noindex" in rules:
+        return Page("robots_meta", f"noindex ({rules['noindex']})", links=links, **meta)
     title = _title(tree)
     text = _main_text(tree, xcfg)
     if len(text) < xcfg.min_chars:
         return Page("no_text", f"extracted {len(text)} chars < min_chars {xcfg.min_chars}", title, text,
                     links=links, **meta)
-    return Page("fetched", _kept_errors(dec), title, text, links=links, **meta)
+    note = "; ".join(filter(None, [_kept_errors(dec), _nofollow(rules)]))
+    return Page("fetched", note, title, text, links=links, **meta)
+
+
+def _robots_rules(tree, agent: str, header: list[str]) -> dict[str, str]:
+    """{"noindex" / "nofollow": where it was said}: the X-Robots-Tag header first, then <meta name="robots">."""
+    from stages.crawl.robots import page_directives
+
+    metas = [m.get("content") or "" for m in tree.iter("meta")
+             if (m.get("name") or "").strip().lower() in ("robots", agent)]
+    rules = dict.fromkeys(page_directives(metas, agent), "<meta name=robots>")
+    rules.update(dict.fromkeys(page_directives(list(header), agent), "X-Robots-Tag"))
+    return rules
+
+
+def _nofollow(rules: dict[str, str]) -> str:
+    return f"nofollow ({rules['nofollow']}): links not followed" if "nofollow" in rules else ""
 
 
 def _decoding(dec) -> dict:

@@ -109,7 +109,7 @@ class CrawlState:
     host_pages: dict[str, int] = field(default_factory=dict)
     pages: int = 0
     shards: dict[str, list[dict]] = field(default_factory=lambda: {"docs": [], "log": [], "warc": []})
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)  # URLs by fate; errors by kind under "errors"
     host_ready: dict[str, float] = field(default_factory=dict)  # politeness across rounds (wall clock)
 
     def to_dict(self) -> dict:

@@ -1,5 +1,5 @@
 """The crawl stage's run(): every source in config order (a seeds crawl, or WARC / local files fanned out over Ray),
-its shards gathered in order, counts per URL fate in the stats.
+its shards gathered in order, counts per URL fate in the stats and, in words, in the summary the console prints.
 
 Run it through the pipeline (`zhgpt run CONFIG`, section `crawl:`); tests: tests/stages/test_crawl*.py.
 """
@@ -12,7 +12,14 @@ from pipelines.stage import StageContext, StageResult
 from pipelines.stats import Stats
 
 FATES = ["fetched", "no_text", "not_text", "not_html", "robots", "blocked", "error", "out_of_scope", "invalid",
-         "max_pages", "undecodable"]
+         "max_pages", "undecodable", "robots_meta"]
+# The summary's words, in the order a user reads them; errors are told by kind (fetch.ERROR_KINDS).
+WORDS = {"fetched": "fetched", "no_text": "no text", "not_text": "not text", "not_html": "not html",
+         "undecodable": "undecodable", "robots": "robots", "robots_meta": "robots meta",
+         "blocked": "blocked private", "out_of_scope": "out of scope", "invalid": "invalid", "max_pages": "max pages"}
+ERROR_WORDS = {"http_4xx": "http 4xx", "http_5xx": "http 5xx", "http_other": "http other", "timeout": "timeout",
+               "connection": "connection failed", "dns": "dns failed", "too_large": "too large",
+               "redirect": "bad redirect", "retry_after": "retry-after too long"}
 
 
 def provenance(path: Path) -> list[dict]:
@@ -30,7 +37,35 @@ def _empty_docs(ctx: StageContext):
             write_parquet(table_of([], LOG_SCHEMA), ctx.out_dir, "log/empty.parquet"))
 
 
+def summary(counts: dict, docs: int) -> str:
+    """`631 documents from 1024 URLs: fetched 631, no text 2, ..., errors 3 (http 4xx 1, timeout 2)`."""
+    errors = counts.get("errors", {})
+    other = counts.get("error", 0) - sum(errors.values())  # errors without a kind (the files and warc sources)
+    parts = [f"{word} {counts.get(fate, 0)}" for fate, word in WORDS.items()]
+    kinds = ", ".join([f"{word} {errors[k]}" for k, word in ERROR_WORDS.items() if errors.get(k)]
+                      + ([f"other {other}"] if other else []))
+    parts.append(f"errors {counts.get('error', 0)}" + (f" ({kinds})" if kinds else ""))
+    total = sum(v for k, v in counts.items() if k in FATES)
+    return f"{docs} documents from {total} URLs: " + ", ".join(parts)
+
+
+def why_empty(ctx: StageContext, log_shards: list, counts: dict) -> str:
+    """For a crawl without documents: its most common fate and the first URL the log gives it, with the reason."""
+    from pipelines.io import read_table
+
+    fate = max((f for f in FATES if f != "fetched"), key=lambda f: counts.get(f, 0))
+    if not counts.get(fate):
+        return "no URL was planned (no seeds left after scope)"
+    for shard in log_shards:
+        for row in read_table(ctx.out_dir / shard.path, ["url", "fate", "reason"]).to_pylist():
+            if row["fate"] == fate:
+                return f"{WORDS.get(fate, fate)} {counts[fate]}, e.g. {row['url']}: {row['reason']}"
+    return f"{WORDS.get(fate, fate)} {counts[fate]}"
+
+
 def run(ctx: StageContext) -> StageResult:
+    from pipelines.io import remove_temps
+    from stages.crawl.fetch import ERROR_KINDS
     from stages.crawl.seeds import run_seeds
     from stages.crawl.sources import run_sources
 
@@ -45,11 +80,18 @@ def run(ctx: StageContext) -> StageResult:
         for k, v in shards.items():
             outputs[k].extend(v)
         counts.add(got)
+    remove_temps(ctx.out_dir)  # a writer killed mid-file (a task Ray retried) left its temporary file behind
+    docs = sum(s.rows for s in outputs["docs"])
+    extra["summary"] = summary(counts, docs)
+    if not docs:
+        extra["summary"] += f". No documents: {why_empty(ctx, outputs['log'], counts)}"
+    ctx.log(extra["summary"])
     if not outputs["docs"]:  # downstream stages read a schema even from an empty crawl
-        docs, log = _empty_docs(ctx)
-        outputs["docs"].append(docs)
-        outputs["log"] = outputs["log"] or [log]
-    stats = {f"urls_{k}": float(v) for k, v in sorted(counts.items())}
-    stats.update(docs=float(sum(s.rows for s in outputs["docs"])), log_rows=float(sum(s.rows for s in outputs["log"])),
+        empty_docs, empty_log = _empty_docs(ctx)
+        outputs["docs"].append(empty_docs)
+        outputs["log"] = outputs["log"] or [empty_log]
+    stats = {f"urls_{k}": float(v) for k, v in sorted(counts.items()) if k != "errors"}
+    stats.update({f"urls_error_{k}": float(counts.get("errors", {}).get(k, 0)) for k in ERROR_KINDS})
+    stats.update(docs=float(docs), log_rows=float(sum(s.rows for s in outputs["log"])),
                  warc_bytes=float(sum(s.bytes for s in outputs["warc"])), sources=float(len(ctx.cfg.sources)))
     return StageResult(outputs=outputs, stats=stats, extra=extra)

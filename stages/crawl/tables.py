@@ -24,7 +24,7 @@ LOG_SCHEMA = pa.schema([
     ("source_name", pa.string()),
     ("depth", pa.int32()),
     ("referrer", pa.string()),
-    ("fate", pa.string()),  # fetched | no_text | not_text | not_html | undecodable | robots | blocked | error | ...
+    ("fate", pa.string()),  # fetched | no_text | not_text | not_html | undecodable | robots | robots_meta | ...
     ("reason", pa.string()),
     ("status", pa.int32()),
     ("final_url", pa.string()),

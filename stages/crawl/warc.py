@@ -6,8 +6,9 @@ Records are gzipped one by one, so a document's (file, offset) is a random-acces
     with open(path, "rb") as f:
         f.seek(offset)
         print(next(iter(ArchiveIterator(f))).rec_headers)
-Record ids are uuid5 of (URL, date, payload digest) and gzip headers carry no mtime, so equal crawls give
-byte-identical files.
+Record ids are uuid5 of (record type, URL, date, block digest) and gzip headers carry no mtime, so equal crawls give
+byte-identical files. Each fetch is a `response` record and its `request` record (`exchange`), built wherever the
+page is processed and appended in URL order by `WarcShard`.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from pipelines.dataset import ShardInfo
 from pipelines.io import atomic_path
@@ -29,47 +31,74 @@ _RENAMED = {"content-encoding": "X-Crawler-Content-Encoding", "transfer-encoding
             "content-length": "X-Crawler-Content-Length"}
 
 
-def record_id(url: str, date: str, body: bytes) -> str:
-    key = f"{url}\n{date}\n{hashlib.sha1(body).hexdigest()}"
+def record_id(kind: str, url: str, date: str, block: bytes) -> str:
+    key = f"{kind}\n{url}\n{date}\n{hashlib.sha1(block).hexdigest()}"
     return f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, key)}>"
 
 
+def _writer(buf: io.BytesIO):
+    from warcio.warcwriter import WARCWriter
+
+    return WARCWriter(buf, gzip=True, warc_version="1.1")
+
+
+def warcinfo(rel: str, info: dict[str, str]) -> bytes:
+    """The `warcinfo` record that opens a WARC file (gzipped, as every record here)."""
+    body = "".join(f"{k}: {v}\r\n" for k, v in info.items()).encode()
+    date = info.get("date", "")
+    headers = {"WARC-Record-ID": record_id("warcinfo", rel, date, body), "WARC-Date": date,
+               "WARC-Filename": Path(rel).name}
+    buf = io.BytesIO()
+    w = _writer(buf)
+    w.write_record(w.create_warc_record("", "warcinfo", payload=io.BytesIO(body), length=len(body),
+                                        warc_headers_dict=headers, warc_content_type="application/warc-fields"))
+    return buf.getvalue()
+
+
+def exchange(url: str, date: str, status: int, reason: str, headers: list[tuple[str, str]], body: bytes,
+             request_headers: list[tuple[str, str]]) -> bytes:
+    """One fetch as WARC records, the way Heritrix and warcio pair them: the `response`, then the `request` that
+    asked for it with `WARC-Concurrent-To: <the response's id>` (a GET has no body). The response comes first, so
+    a document's warc_offset (the start of these bytes) is its response record."""
+    from warcio.statusandheaders import StatusAndHeaders
+
+    kept = [(_RENAMED.get(k.lower(), k), v) for k, v in headers]
+    kept.append(("Content-Length", str(len(body))))
+    http = StatusAndHeaders(f"{status} {reason or 'OK'}", kept, protocol="HTTP/1.1")
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    sent = StatusAndHeaders(f"GET {target or '/'} HTTP/1.1", request_headers, is_http_request=True)
+    buf = io.BytesIO()
+    w = _writer(buf)
+    resp = w.create_warc_record(url, "response", payload=io.BytesIO(body), length=len(body), http_headers=http,
+                                warc_headers_dict={"WARC-Record-ID": record_id("response", url, date, body),
+                                                   "WARC-Date": date})
+    block = sent.to_bytes()
+    req = w.create_warc_record(url, "request", payload=io.BytesIO(b""), length=0, http_headers=sent,
+                               warc_headers_dict={"WARC-Record-ID": record_id("request", url, date, block),
+                                                  "WARC-Date": date})
+    w.write_request_response_pair(req, resp)
+    return buf.getvalue()
+
+
 class WarcShard:
-    """An append-only WARC/1.1 gz file written under a temporary name and renamed into place by `close()`."""
+    """A WARC/1.1 gz file assembled from records written elsewhere (`exchange`), in the order given: written under
+    a temporary name and renamed into place by `close()`."""
 
     def __init__(self, stage_dir: str | os.PathLike, rel: str, info: dict[str, str]):
-        from warcio.warcwriter import WARCWriter
-
         self.stage_dir, self.rel = Path(stage_dir), rel
         self._file = ExitStack()  # holds the file's atomic_path open; close() exits it, renaming the file into place
         tmp = self._file.enter_context(atomic_path(self.stage_dir / rel))
         self.fh = self._file.enter_context(open(tmp, "wb"))
-        self.writer = WARCWriter(self.fh, gzip=True, warc_version="1.1")
-        self.records = 0
-        body = "".join(f"{k}: {v}\r\n" for k, v in info.items()).encode()
-        self._write(f"warcinfo:{rel}", "warcinfo", body, info.get("date", ""), None, "application/warc-fields")
+        self.fh.write(warcinfo(rel, info))
+        self.records = 0  # responses
 
-    def _write(self, url: str, kind: str, body: bytes, date: str, http_headers, ctype: str = "") -> int:
+    def append(self, records: bytes) -> int:
+        """Append one fetch's records; return their offset (that of the response record)."""
         offset = self.fh.tell()
-        headers = {"WARC-Record-ID": record_id(url, date, body), "WARC-Date": date}
-        if kind == "warcinfo":
-            headers["WARC-Filename"] = Path(self.rel).name
-        rec = self.writer.create_warc_record("" if kind == "warcinfo" else url, kind, payload=io.BytesIO(body),
-                                             length=len(body), warc_headers_dict=headers,
-                                             http_headers=http_headers, warc_content_type=ctype)
-        self.writer.write_record(rec)
-        return offset
-
-    def write_response(self, url: str, status: int, reason: str, headers: list[tuple[str, str]], body: bytes,
-                       date: str) -> int:
-        """Append one HTTP response; return its offset in the file."""
-        from warcio.statusandheaders import StatusAndHeaders
-
-        kept = [(_RENAMED.get(k.lower(), k), v) for k, v in headers]
-        kept.append(("Content-Length", str(len(body))))
-        http = StatusAndHeaders(f"{status} {reason or 'OK'}", kept, protocol="HTTP/1.1")
+        self.fh.write(records)
         self.records += 1
-        return self._write(url, "response", body, date, http)
+        return offset
 
     def close(self) -> ShardInfo:
         self._file.close()  # the file handle first, then the rename

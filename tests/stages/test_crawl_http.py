@@ -45,6 +45,7 @@ def bad_input_routes(base: str) -> dict:
     index = ["/gbk-header.html", "/gbk-meta.html", "/gb18030-none.html", "/big5-wrong.html", "/malformed.html",
              "/binary.html", "/big.html", "/bomb.html", "/loop-a", "/chain/0", "/stall.html", "/flaky.html",
              "/gone.html", "/busy-long.html", "/private/secret.html", "/private/ok.html", "/logo.png",
+             "/noindex.html", "/nofollow.html", "/x-robots.html", "/x-robots-other.html",
              "javascript:alert(1)", "ftp://ftp.example.cn/x", "file:///etc/passwd", "http://10.0.0.1/",
              "http://169.254.169.254/latest/meta-data/", base.replace("127.0.0.1", "127.0.0.2") + "/"]
     return {
@@ -64,6 +65,19 @@ def bad_input_routes(base: str) -> dict:
         "/gone.html": (404, {}, b"gone"),
         "/busy-long.html": (503, {"Retry-After": "3600"}, b"come back tomorrow"),
         "/private/secret.html": html_route(page("机密")), "/private/ok.html": html_route(page("允许的页面。" + ZH)),
+        # a page's own robots rules: noindex pages are not documents (their links are followed), nofollow pages'
+        # links are not; X-Robots-Tag for another crawler does not apply
+        "/noindex.html": html_route(page("不要收录。" + ZH, ["/from-noindex.html"],
+                                         head='<meta name="ROBOTS" content="noindex">')),
+        "/from-noindex.html": html_route(page("从不收录的页面链接过来。" + ZH)),
+        "/nofollow.html": html_route(page("不要跟踪链接。" + ZH, ["/from-nofollow.html"],
+                                          head='<meta name="robots" content="index, nofollow">')),
+        "/from-nofollow.html": html_route(page("不应抓取。" + ZH)),
+        "/x-robots.html": (200, {"Content-Type": "text/html; charset=utf-8", "X-Robots-Tag": "noindex, nofollow"},
+                           page("响应头不要收录。" + ZH, ["/from-x-robots.html"]).encode()),
+        "/from-x-robots.html": html_route(page("不应抓取。" + ZH)),
+        "/x-robots-other.html": (200, {"Content-Type": "text/html; charset=utf-8", "X-Robots-Tag": "otherbot: noindex"},
+                                 page("别的爬虫不要收录。" + ZH).encode()),
         **chain,
     }
 
@@ -141,6 +155,90 @@ def test_politeness_crawl_delay(bad_crawl, bad_site):
     assert len(starts) >= 15 and starts[-1] - starts[0] >= 0.8 * 0.05 * (len(starts) - 1)
 
 
+def test_page_robots_rules(bad_crawl, bad_site):
+    _, _, log, docs = bad_crawl
+    for path, said in (("/noindex.html", "<meta name=robots>"), ("/x-robots.html", "X-Robots-Tag")):
+        assert log[path]["fate"] == "robots_meta" and said in log[path]["reason"] and path not in docs
+        assert log[path]["warc_offset"] is not None  # fetched, so archived
+    assert "/from-noindex.html" in docs  # noindex alone: its links are still followed
+    assert "/nofollow.html" in docs and "nofollow" in log["/nofollow.html"]["reason"]
+    for never in ("/from-nofollow.html", "/from-x-robots.html"):
+        assert never not in bad_site.hits and never not in log
+    assert "/x-robots-other.html" in docs  # a rule for another crawler
+
+
+def test_robots_txt_waits_its_turn(tmp_path):
+    """robots.txt is paced like any request to its host: the first page waits the Crawl-delay after it (before
+    the fix it followed at once). Load only stretches the gaps, so the lower bound cannot flake."""
+    import asyncio
+
+    from stages.crawl.fetch import Fetcher
+
+    server = SiteServer({"/robots.txt": (200, {}, b"User-agent: *\nCrawl-delay: 0.5\n"),
+                         "/a.html": html_route(page("第一页")), "/b.html": html_route(page("第二页"))})
+    cfg = crawl_cfg([server.base + "/"], min_delay=0)
+
+    async def crawl():
+        fetcher = Fetcher(cfg, ["127.0.0.1"], tmp_path / "robots")
+        try:
+            return [await fetcher.fetch(server.base + p) for p in ("/a.html", "/b.html")]
+        finally:
+            await fetcher.aclose()
+
+    try:
+        assert [f.fate for f in asyncio.run(crawl())] == ["fetched", "fetched"]
+        starts = [server.hits[p][0] for p in ("/robots.txt", "/a.html", "/b.html")]
+    finally:
+        server.close()
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.8 * 0.5
+
+
+def test_summary_counts_every_fate(bad_crawl):
+    result, _, log, docs = bad_crawl
+    summary = result.extra["summary"]
+    fates = [r["fate"] for r in log.values()]
+    assert summary.startswith(f"{len(docs)} documents from {len(log)} URLs: fetched {fates.count('fetched')}, ")
+    for words, fate in (("robots", "robots"), ("robots meta", "robots_meta"), ("blocked private", "blocked"),
+                        ("out of scope", "out_of_scope"), ("not text", "not_text"), ("invalid", "invalid")):
+        assert f", {words} {fates.count(fate)}," in summary
+    assert summary.endswith(f"errors {fates.count('error')} (http 4xx 1, timeout 1, too large 2, bad redirect 1, "
+                            "retry-after too long 1)"), summary
+    assert result.stats["urls_robots_meta"] == 2 and result.stats["urls_error_too_large"] == 2
+
+
+def test_no_documents_says_why(ray_session, tmp_path):
+    """A loopback seed without allow_private: the summary names the reason, not just `docs=0 rows`."""
+    server = SiteServer({"/": html_route(page("首页"))})
+    try:
+        cfg = crawl_cfg([server.base + "/"])
+        cfg.sources[0].allow_private = []
+        result, out = run_stage("crawl", cfg, {}, tmp_path / "crawl", workers=1)
+    finally:
+        server.close()
+    assert out.manifest.outputs["docs"].rows == 0 and "/" not in server.hits
+    assert result.extra["summary"].endswith(f"No documents: blocked private 1, e.g. {server.base}/: address "
+                                            "127.0.0.1 is private/loopback/link-local/reserved (allow it with "
+                                            "allow_private)")
+
+
+def test_warc_pairs_every_response_with_its_request(bad_crawl):
+    """warcio's own checker and indexer over the crawl's WARC files: every response has its request."""
+    from warcio.cli import main as warcio_main
+
+    from tests.stages.test_crawl_units import warc_index
+
+    _, out, log, _ = bad_crawl
+    files = [out.dir / s.path for s in out.manifest.outputs["warc"].shards]
+    with pytest.raises(SystemExit) as done:
+        warcio_main(["check", *map(str, files)])
+    assert done.value.code == 0
+    index = [r for f in files for r in warc_index(f)]
+    responses = {r["warc-record-id"]: r for r in index if r["warc-type"] == "response"}
+    requests = [r for r in index if r["warc-type"] == "request"]
+    assert len(responses) == len(requests) == sum(r["warc_offset"] is not None for r in log.values())
+    assert all(responses[q["warc-concurrent-to"]]["warc-target-uri"] == q["warc-target-uri"] for q in requests)
+
+
 def test_warc_offsets_point_at_the_page(bad_crawl):
     from stages.crawl.encoding import decode
     from stages.crawl.warc import iter_records
@@ -203,7 +301,7 @@ def test_resume_after_failure_refetches_nothing(faq_hosts, ray_session, tmp_path
 
 
 def test_partition_reuses_its_finished_result(faq_hosts, tmp_path):
-    from stages.crawl.seeds import crawl_partition
+    from stages.crawl.partition import crawl_partition
 
     cfg = faq_cfg(faq_hosts[:1])
     cfg.sources[0].allow_private = ["127.0.0.1"]

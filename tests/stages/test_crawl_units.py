@@ -17,7 +17,7 @@ from stages.crawl.extract import process_html
 from stages.crawl.fetch import Refused, address_refusal, parse_retry_after, read_capped
 from stages.crawl.frontier import CrawlState, Scope, advance, normalize_url, partition_of, plan_round
 from stages.crawl.robots import Robots
-from stages.crawl.warc import WarcShard, iter_records
+from stages.crawl.warc import WarcShard, exchange, iter_records
 
 ZH = "机器学习是人工智能的一个分支。朱镕基在北京。𠮷野家的牛肉饭很好吃。" * 8
 TW = "內容目錄：Debian 參考手冊，這是一份關於系統管理的說明文件。" * 8
@@ -178,18 +178,101 @@ def test_robots_rfc9309():
 def test_warc_round_trip_is_deterministic(tmp_path):
     def write(d):
         w = WarcShard(d, "warc/x.warc.gz", {"date": "2026-01-01T00:00:00Z"})
-        offs = [w.write_response(f"http://a.cn/{i}", 200, "OK", [("Content-Type", "text/html; charset=gbk"),
-                                                                 ("Content-Encoding", "gzip")],
-                                 html(ZH).encode("gb18030"), "2026-01-01T00:00:00Z") for i in range(3)]
+        offs = [w.append(exchange(f"http://a.cn/{i}?q=1", "2026-01-01T00:00:00Z", 200, "OK",
+                                  [("Content-Type", "text/html; charset=gbk"), ("Content-Encoding", "gzip")],
+                                  html(ZH).encode("gb18030"), [("Host", "a.cn"), ("User-Agent", "zhgpt")]))
+                for i in range(3)]
         w.close()
         return offs, (d / "warc/x.warc.gz").read_bytes()
 
     offs, data = write(tmp_path / "a")
     assert write(tmp_path / "b")[1] == data
     recs = list(iter_records(str(tmp_path / "a/warc/x.warc.gz")))
-    assert [r.offset for r in recs] == offs and recs[1].url == "http://a.cn/1"
+    assert [r.offset for r in recs] == offs and recs[1].url == "http://a.cn/1?q=1"
     assert decode(recs[0].payload, recs[0].content_type).text.count("机器学习") == 8
     assert b"WARC/1.1" in gzip.GzipFile(fileobj=io.BytesIO(data)).read(200)
+
+
+def warc_index(path) -> list[dict]:
+    """`warcio index` of a file (warcio's own indexer), one dict per record."""
+    import json
+
+    from warcio.indexer import Indexer
+
+    out = io.StringIO()
+    with open(path, "rb") as fh:
+        Indexer("offset,warc-type,warc-target-uri,warc-record-id,warc-concurrent-to,http:status", [], None) \
+            .process_one(fh, out, str(path))
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_warc_request_records_pair_with_responses(tmp_path):
+    from warcio.cli import main as warcio_main
+
+    w = WarcShard(tmp_path, "x.warc.gz", {"date": "2026-01-01T00:00:00Z"})
+    sent = [("Host", "a.cn"), ("User-Agent", "zhgpt-crawler/0.1"), ("Accept-Encoding", "gzip, deflate")]
+    offs = [w.append(exchange(f"http://a.cn/{p}", "2026-01-01T00:00:00Z", 200, "OK", [], b"", sent))
+            for p in ("a", "b")]  # empty bodies: the request's id must still differ from the response's
+    w.close()
+    with pytest.raises(SystemExit) as done:
+        warcio_main(["check", str(tmp_path / "x.warc.gz")])  # every record's digests verified
+    assert done.value.code == 0
+    index = warc_index(tmp_path / "x.warc.gz")
+    assert [r["warc-type"] for r in index] == ["warcinfo", "response", "request", "response", "request"]
+    assert [int(r["offset"]) for r in index if r["warc-type"] == "response"] == offs
+    for resp, req in (index[1:3], index[3:5]):
+        assert req["warc-concurrent-to"] == resp["warc-record-id"] != req["warc-record-id"]
+        assert req["warc-target-uri"] == resp["warc-target-uri"]
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(tmp_path / "x.warc.gz", "rb") as fh:
+        req = [r for r in ArchiveIterator(fh) if r.rec_type == "request"][0]
+        assert req.http_headers.protocol == "GET" and req.http_headers.get_header("User-Agent") == "zhgpt-crawler/0.1"
+
+
+def test_journal_keeps_what_was_checkpointed(tmp_path):
+    """A killed task's journal: entries after the last checkpoint are dropped; a checkpoint ahead of the data (a
+    machine crash) keeps the whole entries and drops a torn one; another URL list starts afresh."""
+    from pipelines.io import read_json, write_json
+    from stages.crawl.journal import Journal, encode
+    from stages.crawl.pages import Result
+
+    urls = [[f"http://a.cn/{i}", ""] for i in range(4)]
+    j = Journal(tmp_path / "w", urls)
+    for i in (2, 0):
+        j.append(i, encode(Result(i, {"url": urls[i][0]}, links=[f"http://a.cn/x{i}"], warc=b"w" * i)))
+    j.checkpoint({"a.cn": 1.5})
+    j.append(1, encode(Result(1, {"url": urls[1][0]})))  # not checkpointed: lost to the kill
+    j.close()
+    again = Journal(tmp_path / "w", urls)
+    assert again.done == {0, 2} and again.ready == {"a.cn": 1.5}
+    assert again.read(2) == (b"ww", {"log": {"url": urls[2][0]}, "doc": None, "links": ["http://a.cn/x2"], "kind": ""})
+    again.append(1, encode(Result(1, {"url": urls[1][0]})))
+    again.fh.write(b"\x03\x00\x00")  # a torn entry
+    again.close()
+    ckpt = read_json(tmp_path / "w/checkpoint.json")
+    write_json(tmp_path / "w/checkpoint.json", {**ckpt, "bytes": ckpt["bytes"] + 10_000})
+    assert Journal(tmp_path / "w", urls).done == {0, 1, 2}
+    assert Journal(tmp_path / "w", urls[:3]).done == set()
+
+
+def test_helpers_share_out_the_idle_workers():
+    from stages.crawl.seeds import helpers_for
+
+    assert helpers_for(workers=2, cpus=2, partitions=1) == [1]
+    assert helpers_for(workers=8, cpus=8, partitions=3) == [2, 2, 1]
+    assert helpers_for(workers=4, cpus=2, partitions=1) == [1]  # never more than the cluster's CPUs
+    assert helpers_for(workers=2, cpus=2, partitions=4) == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("values,want", [
+    (["noindex"], {"noindex"}), (["NoIndex, NOFOLLOW"], {"noindex", "nofollow"}), (["none"], {"noindex", "nofollow"}),
+    (["otherbot: noindex"], set()), (["zhgpt-crawler: nofollow"], {"nofollow"}),
+    (["unavailable_after: 25 Jun 2010 15:00:00 PST"], set()), (["index, follow", "max-snippet:-1"], set())])
+def test_page_directives(values, want):
+    from stages.crawl.robots import agent_token, page_directives
+
+    assert page_directives(values, agent_token(CrawlConfig.model_fields["user_agent"].default)) == want
 
 
 def test_config_errors_name_the_key():
