@@ -31,12 +31,16 @@ def _empty_docs(ctx: StageContext):
 
 
 def run(ctx: StageContext) -> StageResult:
+    from stages.crawl.records import REASONS
     from stages.crawl.seeds import run_seeds
     from stages.crawl.sources import run_sources
 
     outputs: dict[str, list] = {"docs": [], "log": [], "warc": []}
     # Every fate has a metric, zero included, so MLflow's Compare view has no blanks between runs.
     counts = Stats(dict.fromkeys(FATES, 0))
+    # Records of files/warc sources that made no document, per reason (records.py); none for a seeds-only crawl.
+    records = Stats(dict.fromkeys(("read",) + REASONS, 0)) if any(s.type != "seeds" for s in ctx.cfg.sources) \
+        else Stats()
     extra: dict = {"provenance": {}}
     for i, src in enumerate(ctx.cfg.sources):
         if src.provenance is not None:
@@ -44,12 +48,14 @@ def run(ctx: StageContext) -> StageResult:
         shards, got = run_seeds(ctx, i, src) if src.type == "seeds" else run_sources(ctx, src)
         for k, v in shards.items():
             outputs[k].extend(v)
+        records.add(got.pop("records", {}))
         counts.add(got)
     if not outputs["docs"]:  # downstream stages read a schema even from an empty crawl
         docs, log = _empty_docs(ctx)
         outputs["docs"].append(docs)
         outputs["log"] = outputs["log"] or [log]
     stats = {f"urls_{k}": float(v) for k, v in sorted(counts.items())}
+    stats.update({f"records_{k}": float(v) for k, v in sorted(records.items())})
     stats.update(docs=float(sum(s.rows for s in outputs["docs"])), log_rows=float(sum(s.rows for s in outputs["log"])),
                  warc_bytes=float(sum(s.bytes for s in outputs["warc"])), sources=float(len(ctx.cfg.sources)))
     return StageResult(outputs=outputs, stats=stats, extra=extra)
