@@ -199,7 +199,7 @@ class StageData:
         tables = [read_table(p, columns) for p in self.paths(output)]
         if not tables:
             raise ContractError(f"{self.dir}: output {output or self.manifest.primary!r} has no shards")
-        return pa.concat_tables(tables)
+        return pa.concat_tables(tables, promote_options="default")  # shards of some sources have extra columns
 
 
 def read_manifest(stage_dir: str | os.PathLike) -> Manifest | None:

@@ -11,6 +11,7 @@ read as one stream: a compressed file cannot be split at a byte offset, so it is
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -63,7 +64,8 @@ def open_input(where: str):
     import fsspec
 
     with fsspec.open(where, "rb", compression="infer") as fh:
-        yield fh
+        # zstandard's reader has no readline(): a buffer gives it one (and 1 MiB reads to the others)
+        yield io.BufferedReader(fh, 1 << 20) if is_compressed(where) else fh
 
 
 def _skip_line(fh) -> int:
