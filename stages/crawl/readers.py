@@ -96,7 +96,7 @@ def jsonl_lines(fh, start: int = 0, end: int | None = None, before: int = 0) -> 
         if len(line) > MAX_LINE and not line.endswith(b"\n"):
             pos += _skip_line(fh)
             yield newlines, None
-        elif line.strip():
+        elif not line.isspace():  # isspace() does not copy the line, strip() does
             yield newlines, line
 
 

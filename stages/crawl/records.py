@@ -86,7 +86,7 @@ def doc_row(src, path: str, line: int, rec: Any) -> dict | tuple[str, str]:
     text = rec[tf]
     if not isinstance(text, str):
         return "text_not_string", f"{tf} is {'null' if text is None else type(text).__name__}"
-    if not text.strip():
+    if not text or text.isspace():
         return "empty_text", f"{len(text)} whitespace characters" if text else "an empty string"
     locator = f"file:{path}:{line}"
     url = (_scalar_str(rec.get(src.url_field)) if src.url_field else None) or f"file:{path}"
