@@ -57,7 +57,8 @@ def expand(src) -> list[str]:
             raise _no_match(src, p)
         for f in found:
             if "://" not in f and os.path.isdir(f):
-                out.update(x.as_posix() for x in Path(f).rglob("*") if x.is_file() and _readable(src, x.name))
+                out.update(Path(root, n).as_posix() for root, _, names in os.walk(f) for n in names
+                           if _readable(src, n))
             elif not _readable(src, f):
                 raise SourceError(f"source {src.name}: {f}: unknown file type (use {KNOWN})")
             else:
@@ -81,9 +82,15 @@ def check_paths(src) -> None:
                 fsspec.get_filesystem_class(p.split("://", 1)[0])
             except (ValueError, ImportError) as exc:
                 raise SourceError(f"source {src.name}: paths entry {p!r}: {exc}") from None
-    local = [p for p in src.paths if "://" not in p]
-    if local:
-        expand(src.model_copy(update={"paths": local}))
+        elif not (found := _match(p)):
+            raise _no_match(src, p)
+        else:  # enough to find one readable file per entry: 10^5 files took 3.8 s to list whole, at every load
+            for f in found:
+                if os.path.isdir(f):
+                    if not any(_readable(src, n) for _, _, names in os.walk(f) for n in names):
+                        raise SourceError(f"source {src.name}: {f}: no files this source reads ({KNOWN})")
+                elif not _readable(src, f):
+                    raise SourceError(f"source {src.name}: {f}: unknown file type (use {KNOWN})")
 
 
 def plan_files(src) -> list[list[Piece]]:
