@@ -203,3 +203,12 @@ def test_warc_reading_goes_on_after_a_corrupt_or_truncated_record(tmp_path, ray_
     with pytest.raises(SourceError) as err:
         run_stage("crawl", cfg, {}, tmp_path / "strict")
     assert f"first: {tmp_path / 'bad.warc.wet.gz'}@{off[1]}: corrupt WARC record (" in one_line(err)
+
+
+def test_parquet_without_the_text_column_is_one_line(tmp_path, texts, ray_session):
+    pq.write_table(pa.table({"body": texts[:20]}), tmp_path / "a.parquet")
+    with pytest.raises(SourceError) as err:
+        crawl(tmp_path, paths=[str(tmp_path / "a.parquet")])
+    assert one_line(err) == (f"source mine: 0 documents from 1 file (20 records: 20 without field 'text'); first "
+                             f"bad: {tmp_path / 'a.parquet'}:1: without field 'text' (no column 'text' (columns: "
+                             f"body))")
