@@ -78,3 +78,15 @@ def test_trace_by_source_id(run):
     assert res.exit_code == 0 and fates <= {"kept", "removed as duplicate"} and len(fates) == 1
     res = CliRunner().invoke(app, ["trace", str(path), "--source-id", "nope"])
     assert res.exit_code == 1 and res.output.strip() == "error: source id nope was never seen by this pipeline run"
+
+
+def test_a_source_without_documents_fails_the_run_in_one_line(ray_session, tmp_path):
+    (tmp_path / "empty.jsonl").write_bytes(b"\n")
+    cfg = write_config(tmp_path / "c.yaml", {"pipeline": "empty", "work_dir": str(tmp_path / "work"),
+                                             "ray": {"workers": 2}, "crawl": {"sources": [
+                                                 {"name": "mine", "type": "files",
+                                                  "paths": [str(tmp_path / "empty.jsonl")]}]}})
+    res = CliRunner().invoke(app, ["run", str(cfg)])
+    lines = [x for x in res.output.splitlines() if x.startswith("error")]
+    assert res.exit_code == 1 and lines == ["error: stage crawl failed: SourceError: source mine: 0 documents from "
+                                            "1 file"]
