@@ -178,10 +178,13 @@ def ui(config: Path = ConfigArg, override: Optional[List[str]] = OverrideOpt,
 def trace(config: Path = ConfigArg, url: Optional[str] = typer.Option(None, "--url", help="a page's URL"),
           doc: Optional[str] = typer.Option(None, "--doc", help="a document id"),
           row: Optional[str] = typer.Option(None, "--row", help="a token row: SPLIT:SHARD:ROW"),
+          source_id: Optional[str] = typer.Option(None, "--source-id", help="a record's own id (files source "
+                                                  "id_field)"),
           run_id: Optional[str] = typer.Option(None, "--run", help="an earlier pipeline run (MLflow run id)"),
           override: Optional[List[str]] = OverrideOpt,
           as_json: bool = typer.Option(False, "--json", help="machine-readable output (see README)")) -> None:
-    """Follow a document (--url/--doc) through every stage, or a token row (--row) back to its documents."""
+    """Follow a document (--url/--doc/--source-id) through every stage, or a token row (--row) back to its
+    documents."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.stage import ordered
@@ -189,12 +192,13 @@ def trace(config: Path = ConfigArg, url: Optional[str] = typer.Option(None, "--u
     from pipelines.trace import TraceError, localise, run_stage_dirs, trace_docs, trace_row
 
     cfg = load_cfg(config, override)
-    if sum(x is not None for x in (url, doc, row)) != 1:
-        fail("give exactly one of --url, --doc, --row", 2)
+    if sum(x is not None for x in (url, doc, row, source_id)) != 1:
+        fail("give exactly one of --url, --doc, --row, --source-id", 2)
     try:
         parent, stages = run_stage_dirs(MlflowClient(tracking_uri_of(cfg)), cfg.pipeline, run_id)
         stages = localise(stages, cfg.local_dir, cfg.storage_options)
-        out = trace_row(stages, row) if row else trace_docs(stages, ordered(list(stages)), url=url, doc=doc)
+        out = trace_row(stages, row) if row else trace_docs(stages, ordered(list(stages)), url=url, doc=doc,
+                                                            source_id=source_id)
     except TraceError as exc:
         fail(str(exc), 1)
     except StorageError as exc:

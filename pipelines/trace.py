@@ -96,10 +96,28 @@ def _open(stages: dict[str, tuple[Path, str]]) -> dict[str, StageData]:
     return {name: StageData(d, m) for name, (d, m) in found.items() if m is not None and "_index" in m.outputs}
 
 
+def source_id_docs(stages: dict[str, tuple[Path, str]], order: list[str], source_id: str) -> list[str]:
+    """Ids of the documents whose `source_id` (a files source's own record id) is `source_id`, from the first
+    stage's documents: the one lookup without an index. Only the `source_id` and `id` columns are read, and row
+    groups whose statistics leave the value out are skipped (ids in a dump's order make that most of them)."""
+    first = next((n for n in order if n in stages), None)
+    if first is None:
+        return []
+    ids: list[str] = []
+    for p in StageData.open(stages[first][0]).paths():
+        with open(p, "rb") as fh:  # Python's open(): audit hooks see every file a trace reads
+            if "source_id" not in pq.read_schema(fh).names:
+                continue
+            fh.seek(0)
+            t = pq.read_table(fh, columns=["id"], filters=[("source_id", "=", source_id)])
+        ids += [i for i in t.column("id").to_pylist() if i not in ids]
+    return ids
+
+
 def trace_docs(stages: dict[str, tuple[Path, str]], order: list[str], url: str | None = None,
-               doc: str | None = None) -> dict[str, Any]:
+               doc: str | None = None, source_id: str | None = None) -> dict[str, Any]:
     data = _open(stages)
-    ids: list[str] = [doc] if doc else []
+    ids: list[str] = [doc] if doc else source_id_docs(stages, order, source_id) if source_id is not None else []
     url_only: dict[str, list] = {}
     if url:
         for name in order:
@@ -125,8 +143,10 @@ def trace_docs(stages: dict[str, tuple[Path, str]], order: list[str], url: str |
         if any(s["records"] for s in per_stage.values()):
             documents.append({"id": i, "stages": per_stage})
     if not documents and not url_only:
-        raise TraceError(f"{'url ' + url if url else 'document ' + str(doc)} was never seen by this pipeline run")
-    return {"query": {"url": url, "doc": doc}, "documents": documents, "url_records": url_only}
+        what = f"url {url}" if url else f"source id {source_id}" if source_id is not None else f"document {doc}"
+        raise TraceError(f"{what} was never seen by this pipeline run")
+    query = {"url": url, "doc": doc, **({"source_id": source_id} if source_id is not None else {})}
+    return {"query": query, "documents": documents, "url_records": url_only}
 
 
 def parse_row(spec: str) -> tuple[str, int, int]:

@@ -74,6 +74,8 @@ class WarcSource(_Source):
     type: Literal["warc"]
     paths: list[str] = Field(..., min_length=1)
     max_records: Optional[int] = Field(None, ge=1, description="records read per file; None = all")
+    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="corrupt records (logged, skipped) above this "
+                                    "share of the source's records fail the stage")
 
 
 class FilesSource(_Source):
@@ -84,7 +86,16 @@ class FilesSource(_Source):
     text_field: str = "text"
     url_field: Optional[str] = "url"
     title_field: Optional[str] = "title"
-    files_per_task: int = Field(64, ge=1, description="HTML/text files read per Ray task (shapes the shards)")
+    id_field: Optional[str] = Field(None, description="the records' own id, kept as the `source_id` column (to "
+                                    "the token rows; `zhgpt trace --source-id`)")
+    keep_fields: Union[list[str], Literal["all"], None] = Field(
+        None, description="other record fields kept as the `meta` column (a JSON object); `all` = every field "
+        "but the text, id, url and title fields")
+    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="bad records (logged, skipped) above this share "
+                                    "of the source's records fail the stage")
+    files_per_task: int = Field(64, ge=1, description="small files read per Ray task (shapes the shards)")
+    task_bytes: int = Field(64 << 20, ge=1 << 16, description="bytes read per Ray task: smaller files are grouped "
+                            "up to it, larger JSONL files split by byte range, Parquet files by row group")
 
 
 Source = Annotated[Union[SeedsSource, WarcSource, FilesSource], Field(discriminator="type")]
@@ -127,3 +138,12 @@ class CrawlConfig(StageConfig):
         if dup:
             raise ValueError(f"source names must be unique; repeated: {', '.join(dup)}")
         return v
+
+    def check_root(self, root) -> None:
+        """When the config loads, before Ray or MLflow start: every `paths` entry of a files/warc source names at
+        least one file (relative paths: the current directory, as for every path in a config)."""
+        from stages.crawl.sources import check_paths
+
+        for src in self.sources:
+            if src.type != "seeds":
+                check_paths(src)

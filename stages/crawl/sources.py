@@ -1,161 +1,198 @@
-"""The `warc` and `files` sources: corpora that already exist. One Ray task per WARC file, per JSONL/Parquet file,
-or per `files_per_task` HTML/text files; shards are numbered in sorted path order, so the output does not
-depend on the number of workers.
+"""The `warc` and `files` sources: corpora that already exist, planned in the driver and read by Ray tasks
+(stages/crawl/ingest.py).
+
+The plan (sorted path order, a function of the files and the config only, so the shards and the document order do
+not depend on the number of workers): small files are grouped, up to `files_per_task` files or `task_bytes` bytes
+per task; an uncompressed JSONL file over `task_bytes` is split into byte ranges of `task_bytes` (a task reads the
+lines that START in its range; a first round of tasks counts each range's newlines so that line numbers are the
+file's own); a Parquet file over it into runs of row groups; a compressed file is one task (a gzip or zstd stream
+cannot be entered at an offset). One task per WARC file. Shards are `<source>-f<task>` in plan order.
+
+Paths are checked when the config loads (`check_paths`): a local pattern that matches nothing is a config error
+naming the directory it was resolved against (the current directory). For URLs only the scheme is checked then
+(its filesystem must be installed); listing a bucket needs the network and credentials, so it waits for the stage.
 """
 from __future__ import annotations
 
 import glob
-import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from pipelines.dataset import doc_id, table_of, write_parquet
 from pipelines.stats import Stats
-from stages.crawl.extract import is_html_type, process_html, process_text
-from stages.crawl.tables import DOCS_SCHEMA, LOG_SCHEMA
-from stages.crawl.warc import iter_records
+from stages.crawl.ingest import at, files_task, warc_task
+from stages.crawl.readers import Piece, count_newlines, file_size, is_compressed, kind_of
+from stages.crawl.records import BAD, REASONS, describe
 
-HTML_EXT = (".html", ".htm", ".xhtml")
-TEXT_EXT = (".txt",)
-TABLE_EXT = (".jsonl", ".parquet")
+KNOWN = ".html, .htm, .xhtml, .txt, .jsonl (also .jsonl.gz, .jsonl.zst, .jsonl.bz2, .jsonl.xz) or .parquet"
 
 
 class SourceError(ValueError):
-    """A source names nothing usable (no file matches, unknown file type)."""
+    """A source names nothing usable (no file matches, unknown file type), or read too many bad records."""
 
 
-def expand(paths: list[str], exts: tuple[str, ...] | None = None) -> list[str]:
-    """Files named by paths, folders (recursive) and globs, sorted; error if one names nothing.
+def _match(p: str) -> list[str]:
+    if "://" in p:
+        import fsspec
 
-    Local paths stay as written (relative ones relative), so document ids do not depend on the machine."""
+        fs, _, found = fsspec.get_fs_token_paths(p)
+        return [fs.unstrip_protocol(f) for f in found]
+    return sorted(glob.glob(p, recursive=True))
+
+
+def _no_match(src, p: str) -> SourceError:
+    where = os.path.abspath(p) if "://" not in p else p
+    return SourceError(f"source {src.name}: paths entry {p!r} matches no file (resolved against {os.getcwd()}: "
+                       f"{where})")
+
+
+def expand(src) -> list[str]:
+    """Files named by the source's paths, folders (recursive) and globs, sorted. Local paths stay as written
+    (relative ones relative), so document ids do not depend on the machine. Folders give only the files the
+    source reads; a file named directly must be one of them."""
     out: set[str] = set()
-    for p in paths:
-        found = _expand_remote(p) if "://" in p else sorted(glob.glob(p, recursive=True))
+    for p in src.paths:
+        found = _match(p)
         if not found:
-            raise SourceError(f"{p}: matches no file")
+            raise _no_match(src, p)
         for f in found:
             if "://" not in f and os.path.isdir(f):
-                out.update(x.as_posix() for x in Path(f).rglob("*")
-                           if x.is_file() and (exts is None or x.name.lower().endswith(exts)))
+                out.update(Path(root, n).as_posix() for root, _, names in os.walk(f) for n in names
+                           if _readable(src, n))
+            elif not _readable(src, f):
+                raise SourceError(f"source {src.name}: {f}: unknown file type (use {KNOWN})")
             else:
                 out.add(f)
     if not out:
-        raise SourceError(f"{', '.join(paths)}: no files with extension {', '.join(exts or ())}")
+        raise SourceError(f"source {src.name}: {', '.join(src.paths)}: no files this source reads ({KNOWN})")
     return sorted(out)
 
 
-def _expand_remote(p: str) -> list[str]:
-    import fsspec
-
-    fs, _, found = fsspec.get_fs_token_paths(p)
-    return [fs.unstrip_protocol(f) for f in found]
+def _readable(src, name: str) -> bool:
+    return src.type == "warc" or kind_of(name) is not None
 
 
-def _shard(rows: list[dict], logs: list[dict], out_dir: str, rel: str) -> dict:
-    return {"docs": [write_parquet(table_of(rows, DOCS_SCHEMA), out_dir, f"docs/{rel}.parquet")],
-            "log": [write_parquet(table_of(logs, LOG_SCHEMA), out_dir, f"log/{rel}.parquet")],
-            "counts": Stats.total({r["fate"]: 1} for r in logs)}
+def check_paths(src) -> None:
+    """The config-time check: local entries must match a file this source reads, URL schemes a filesystem."""
+    for p in src.paths:
+        if "://" in p:
+            import fsspec
+
+            try:
+                fsspec.get_filesystem_class(p.split("://", 1)[0])
+            except (ValueError, ImportError) as exc:
+                raise SourceError(f"source {src.name}: paths entry {p!r}: {exc}") from None
+        elif not (found := _match(p)):
+            raise _no_match(src, p)
+        else:  # enough to find one readable file per entry: 10^5 files took 3.8 s to list whole, at every load
+            for f in found:
+                if os.path.isdir(f):
+                    if not any(_readable(src, n) for _, _, names in os.walk(f) for n in names):
+                        raise SourceError(f"source {src.name}: {f}: no files this source reads ({KNOWN})")
+                elif not _readable(src, f):
+                    raise SourceError(f"source {src.name}: {f}: unknown file type (use {KNOWN})")
 
 
-def _at(path: str, cwd: str) -> str:
-    """Where a task opens `path`: relative paths are the driver's (Ray workers may run elsewhere)."""
-    return path if "://" in path or os.path.isabs(path) else os.path.join(cwd, path)
-
-
-def warc_file_task(src, xcfg, path: str, rel: str, out_dir: str, cwd: str) -> dict:
-    rows, logs = [], []
-    for rec in iter_records(_at(path, cwd), src.max_records):
-        log = {"url": rec.url, "source_name": src.name, "status": rec.status, "fetched_at": rec.date,
-               "warc_file": path, "warc_offset": rec.offset, "bytes": len(rec.payload)}
-        if rec.kind == "response" and not is_html_type(rec.content_type):
-            logs.append({**log, "fate": "not_html", "reason": f"content-type {rec.content_type}"})
+def plan_files(src) -> list[list[Piece]]:
+    """Task groups of pieces, in sorted path order (see the module docstring)."""
+    groups: list[list[Piece]] = []
+    cur: list[Piece] = []
+    for f in expand(src):
+        kind, size = kind_of(f), file_size(f)
+        if size > src.task_bytes and (kind == "parquet" or (kind == "jsonl" and not is_compressed(f))):
+            groups += [[p] for p in (_row_groups(f, src.task_bytes) if kind == "parquet"
+                                     else _byte_ranges(f, size, src.task_bytes))]
             continue
-        page = (process_html(rec.url, rec.payload, rec.content_type, xcfg, want_links=False)
-                if rec.kind == "response" else process_text(rec.payload, "text/plain; charset=utf-8"))
-        log.update(fate=page.fate, reason=page.reason, **page.charset_columns())
-        if page.fate == "fetched":
-            log["id"] = doc_id(rec.url, page.text)
-            rows.append({"id": log["id"], "source_name": src.name, "url": rec.url,
-                         "source": f"warc:{path}@{rec.offset}", "fetched_at": rec.date, "title": page.title,
-                         "text": page.text, "status": rec.status, **page.charset_columns(),
-                         "undecodable": page.undecodable, "warc_file": path, "warc_offset": rec.offset})
-        logs.append(log)
-    return _shard(rows, logs, out_dir, rel)
+        if cur and (len(cur) >= src.files_per_task or sum(p.size for p in cur) + size > src.task_bytes):
+            groups.append(cur)
+            cur = []
+        cur.append(Piece(f, kind, size=size))
+    return groups + ([cur] if cur else [])
 
 
-def _doc(src, locator: str, url: str, title: str, text: str, page=None) -> dict:
-    return {"id": doc_id(locator, text), "source_name": src.name, "url": url, "source": locator,
-            "fetched_at": None, "title": title, "text": text, **(page.charset_columns() if page else {}),
-            "undecodable": page.undecodable if page else None}
+def _byte_ranges(path: str, size: int, step: int) -> list[Piece]:
+    return [Piece(path, "jsonl", s, min(s + step, size), size=min(step, size - s)) for s in range(0, size, step)]
 
 
-def files_task(src, xcfg, paths: list[str], rel: str, out_dir: str, cwd: str) -> dict:
-    rows, logs = [], []
-    for path in paths:
-        low = path.lower()
-        if low.endswith(TABLE_EXT):
-            rows.extend(_table_rows(src, path, _at(path, cwd)))
-            continue
-        import fsspec
+def _row_groups(path: str, limit: int) -> list[Piece]:
+    """Runs of consecutive row groups of about `limit` compressed bytes (a row group is never split)."""
+    import pyarrow.parquet as pq
 
-        with fsspec.open(_at(path, cwd), "rb") as fh:
-            body = fh.read()
-        url = f"file:{path}"
-        page = process_html(url, body, None, xcfg, want_links=False) if low.endswith(HTML_EXT) \
-            else process_text(body, None)
-        log = {"url": url, "source_name": src.name, "fate": page.fate, "reason": page.reason, "bytes": len(body),
-               **page.charset_columns()}
-        if page.fate == "fetched":
-            rows.append(_doc(src, f"file:{path}:0", url, page.title, page.text, page))
-            log["id"] = rows[-1]["id"]
-        logs.append(log)
-    return _shard(rows, logs, out_dir, rel)
+    from stages.crawl.readers import open_input
+
+    with open_input(path) as fh:
+        meta = pq.ParquetFile(fh).metadata
+    pieces, start, rows, size, before = [], 0, 0, 0, 0
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        size += sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+        rows += rg.num_rows
+        if size >= limit or g == meta.num_row_groups - 1:
+            pieces.append(Piece(path, "parquet", start, g + 1, before, size))
+            start, before, size = g + 1, before + rows, 0
+            rows = 0
+    return pieces or [Piece(path, "parquet", 0, None)]
 
 
-def _table_rows(src, path: str, where: str) -> list[dict]:
-    """JSONL or Parquet rows with a text field; the line (row) number is the locator."""
-    import fsspec
-
-    if path.lower().endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        with fsspec.open(where, "rb") as fh:
-            records = pq.read_table(fh).to_pylist()
-    else:
-        with fsspec.open(where, "rt", encoding="utf-8") as fh:
-            records = [json.loads(line) if line.strip() else {} for line in fh]
-    out = []
-    for i, rec in enumerate(records):
-        text = rec.get(src.text_field) if isinstance(rec, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            continue
-        url = str(rec.get(src.url_field) or f"file:{path}") if src.url_field else f"file:{path}"
-        title = str(rec.get(src.title_field) or "") if src.title_field else ""
-        out.append(_doc(src, f"file:{path}:{i + 1}", url, title, text))
-    return out
-
-
-def plan_files(src) -> list[list[str]]:
-    """Task groups: each table file alone, other files in runs of files_per_task (sorted path order)."""
-    files = expand(src.paths, HTML_EXT + TEXT_EXT + TABLE_EXT)
-    bad = [f for f in files if not f.lower().endswith(HTML_EXT + TEXT_EXT + TABLE_EXT)]
-    if bad:
-        raise SourceError(f"source {src.name}: {bad[0]}: unknown file type (use .html, .txt, .jsonl or .parquet)")
-    groups: list[list[str]] = [[f] for f in files if f.lower().endswith(TABLE_EXT)]
-    rest = [f for f in files if not f.lower().endswith(TABLE_EXT)]
-    groups += [rest[i:i + src.files_per_task] for i in range(0, len(rest), src.files_per_task)]
+def number_lines(ctx, groups: list[list[Piece]], cwd: str) -> list[list[Piece]]:
+    """Give each byte range of a split JSONL file the count of newlines before it (one task per range)."""
+    split = [(i, g[0]) for i, g in enumerate(groups) if g[0].kind == "jsonl" and g[0].end is not None]
+    if not split:
+        return groups
+    counts = ctx.map(count_newlines, [(at(p.path, cwd), p.start, p.end) for _, p in split])
+    seen: dict[str, int] = {}
+    for (i, p), n in zip(split, counts):
+        groups[i] = [replace(p, before=seen.get(p.path, 0))]
+        seen[p.path] = seen.get(p.path, 0) + n
     return groups
 
 
-def run_sources(ctx, src) -> tuple[dict[str, list], dict[str, int]]:
-    """Fan a warc or files source out over Ray; shards in task order, and counts by fate."""
+def run_sources(ctx, src) -> tuple[dict[str, list], Stats]:
+    """Fan a warc or files source out over Ray; its shards in plan order, and its counts: page fates, plus the
+    record reasons under `records`. Fails (one line) when the source is unusable (see `check_read`)."""
     xcfg, out_dir, cwd = ctx.cfg.extract, str(ctx.out_dir), os.getcwd()
     if src.type == "warc":
-        files = expand(src.paths)
-        items = [(src, xcfg, f, f"{src.name}-f{i:05d}", out_dir, cwd) for i, f in enumerate(files)]
-        results = ctx.map(warc_file_task, items, rows_of=lambda r: r["docs"][0].rows)
+        files = expand(src)
+        results = ctx.map(warc_task, [(src, xcfg, f, f"{src.name}-f{i:05d}", out_dir, cwd)
+                                      for i, f in enumerate(files)], rows_of=lambda r: r["docs"][0].rows)
+        kinds = {"warc"}
     else:
-        items = [(src, xcfg, g, f"{src.name}-f{i:05d}", out_dir, cwd) for i, g in enumerate(plan_files(src))]
-        results = ctx.map(files_task, items, rows_of=lambda r: r["docs"][0].rows)
+        groups = number_lines(ctx, plan_files(src), cwd)
+        files = sorted({p.path for g in groups for p in g})
+        kinds = {p.kind for g in groups for p in g}
+        results = ctx.map(files_task, [(src, xcfg, g, f"{src.name}-f{i:05d}", out_dir, cwd)
+                                       for i, g in enumerate(groups)], rows_of=lambda r: r["docs"][0].rows)
     counts = Stats.total(r["counts"] for r in results)
+    records = Stats.total((r["records"] for r in results), read=0)
+    docs = sum(r["docs"][0].rows for r in results)
+    ctx.log(summary(src, docs, len(files), kinds, counts, records))
+    check_read(src, docs, len(files), kinds, counts, records, next((r["first_bad"] for r in results
+                                                                    if r["first_bad"]), None))
+    counts["records"] = records
     return {"docs": [s for r in results for s in r["docs"]], "log": [s for r in results for s in r["log"]]}, counts
+
+
+def summary(src, docs: int, files: int, kinds: set, counts: Stats, records: Stats) -> str:
+    """`source mine: 0 documents from 3 files (120 lines: 120 without field 'text')`."""
+    tf = getattr(src, "text_field", "text")
+    parts = []
+    if records["read"]:
+        unit = "lines" if kinds == {"jsonl"} else "records"
+        why = ", ".join(f"{records[r]} {describe(r, tf)}" for r in REASONS if records.get(r))
+        parts.append(f"{records['read']} {unit}" + (f": {why}" if why else ""))
+    pages = {k: v for k, v in sorted(counts.items()) if k != "fetched"}
+    if pages:
+        parts.append(", ".join(f"{v} {k}" for k, v in pages.items()))
+    more = f" ({'; '.join(parts)})" if parts else ""
+    return f"source {src.name}: {docs} documents from {files} file{'s' * (files != 1)}{more}"
+
+
+def check_read(src, docs: int, files: int, kinds: set, counts: Stats, records: Stats, first_bad: str | None) -> None:
+    line = summary(src, docs, files, kinds, counts, records)
+    if docs == 0:
+        raise SourceError(line + (f"; first bad: {first_bad}" if first_bad else ""))
+    bad = sum(records.get(r, 0) for r in BAD)
+    if records["read"] and bad / records["read"] > src.max_bad_fraction:
+        raise SourceError(f"source {src.name}: {bad} of {records['read']} records are bad "
+                          f"({bad / records['read']:.1%} > max_bad_fraction {src.max_bad_fraction}); first: "
+                          f"{first_bad}; all are in the crawl's log")

@@ -66,12 +66,16 @@ def why_empty(ctx: StageContext, log_shards: list, counts: dict) -> str:
 def run(ctx: StageContext) -> StageResult:
     from pipelines.io import remove_temps
     from stages.crawl.fetch import ERROR_KINDS
+    from stages.crawl.records import REASONS
     from stages.crawl.seeds import run_seeds
     from stages.crawl.sources import run_sources
 
     outputs: dict[str, list] = {"docs": [], "log": [], "warc": []}
     # Every fate has a metric, zero included, so MLflow's Compare view has no blanks between runs.
     counts = Stats(dict.fromkeys(FATES, 0))
+    # Records of files/warc sources that made no document, per reason (records.py); none for a seeds-only crawl.
+    records = Stats(dict.fromkeys(("read",) + REASONS, 0)) if any(s.type != "seeds" for s in ctx.cfg.sources) \
+        else Stats()
     extra: dict = {"provenance": {}}
     for i, src in enumerate(ctx.cfg.sources):
         if src.provenance is not None:
@@ -79,6 +83,7 @@ def run(ctx: StageContext) -> StageResult:
         shards, got = run_seeds(ctx, i, src) if src.type == "seeds" else run_sources(ctx, src)
         for k, v in shards.items():
             outputs[k].extend(v)
+        records.add(got.pop("records", {}))
         counts.add(got)
     remove_temps(ctx.out_dir)  # a writer killed mid-file (a task Ray retried) left its temporary file behind
     docs = sum(s.rows for s in outputs["docs"])
@@ -91,6 +96,7 @@ def run(ctx: StageContext) -> StageResult:
         outputs["docs"].append(empty_docs)
         outputs["log"] = outputs["log"] or [empty_log]
     stats = {f"urls_{k}": float(v) for k, v in sorted(counts.items()) if k != "errors"}
+    stats.update({f"records_{k}": float(v) for k, v in sorted(records.items())})
     stats.update({f"urls_error_{k}": float(counts.get("errors", {}).get(k, 0)) for k in ERROR_KINDS})
     stats.update(docs=float(docs), log_rows=float(sum(s.rows for s in outputs["log"])),
                  warc_bytes=float(sum(s.bytes for s in outputs["warc"])), sources=float(len(ctx.cfg.sources)))

@@ -1,5 +1,10 @@
 """The crawl's two tables: `docs` (the dataset contract's columns plus where each page came from) and `log`
-(every URL's fate, keyed by url; `id` is set only when the URL produced a document)."""
+(every URL's fate, keyed by url; `id` is set only when the URL produced a document).
+
+The `files` and `warc` sources add columns only where they are used, so a seeds crawl's shards keep their bytes:
+docs get `source_id` (the user's id, with `id_field`) and `meta` (the kept fields as a JSON object, with
+`keep_fields`); their log shards get `file` and `line` (the record's line, or row for Parquet) for the records
+that did not become documents."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -38,3 +43,14 @@ LOG_SCHEMA = pa.schema([
     ("warc_offset", pa.int64()),
 ])
 
+
+SOURCE_ID = pa.field("source_id", pa.string())  # the record's own id (the source's `id_field`), as a string
+META = pa.field("meta", pa.string())  # the source's `keep_fields` of the record: a JSON object (see records.py)
+RECORD_LOG_SCHEMA = pa.schema(list(LOG_SCHEMA) + [("file", pa.string()), ("line", pa.int64())])
+
+
+def docs_schema(src) -> pa.Schema:
+    """The docs shards' schema of a source: DOCS_SCHEMA, plus source_id / meta when the source asks for them."""
+    extra = ([SOURCE_ID] if getattr(src, "id_field", None) else []) + \
+        ([META] if getattr(src, "keep_fields", None) is not None else [])
+    return pa.schema(list(DOCS_SCHEMA) + extra)

@@ -108,7 +108,7 @@ class WarcShard:
 @dataclass
 class Record:
     offset: int
-    kind: str  # response | conversion | resource
+    kind: str | None  # response | conversion | resource (None: another record type, skipped)
     url: str
     date: str
     status: int | None
@@ -116,24 +116,94 @@ class Record:
     payload: bytes
 
 
-def iter_records(path: str, max_records: int | None = None) -> Iterator[Record]:
-    """Response, resource and conversion (WET) records of a WARC/WET file, local or fsspec (s3://, https://)."""
+@dataclass
+class Corrupt:
+    """A stretch of a WARC file that could not be read as records: from `offset` to the next readable record."""
+
+    offset: int
+    detail: str
+
+
+WARC_TYPES = {"warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion", "continuation"}
+GZIP_MAGIC, WARC_MAGIC = b"\x1f\x8b\x08", b"WARC/1."
+
+
+def iter_records(path: str, max_records: int | None = None) -> Iterator[Record | Corrupt]:
+    """Response, resource and conversion (WET) records of a WARC/WET file, local or fsspec (s3://, https://).
+
+    A record that cannot be read (a corrupt or truncated gzip member, a broken header) is yielded as a `Corrupt`
+    with its offset, and reading goes on at the next record: warcio's iterator stops at the first error, so a new
+    one is started at the next gzip member header (1f 8b 08) after the bad offset (for an uncompressed file, the
+    next `WARC/1.` line). What is lost is the bad record and any bytes up to that header; a false header inside
+    the damaged bytes only fails again and the search moves on (one Corrupt per damaged stretch). warcio ends a
+    file whose last member is truncated without an error: that tail is reported too."""
     import fsspec
-    from warcio.archiveiterator import ArchiveIterator
 
     n = 0
     with fsspec.open(path, "rb") as fh:
-        it = ArchiveIterator(fh)
+        size = fh.seek(0, 2)
+        fh.seek(0)
+        magic = GZIP_MAGIC if fh.read(3) == GZIP_MAGIC else WARC_MAGIC
+        pos, damaged = 0, False
+        while pos is not None:
+            for item in _records_from(fh, pos, size):
+                if isinstance(item, Corrupt):
+                    if not damaged:
+                        yield item
+                    damaged, pos = True, _next_header(fh, item.offset + 1, magic)
+                    break
+                damaged = False
+                if item.kind is not None:
+                    yield item
+                    n += 1
+                    if max_records is not None and n >= max_records:
+                        return
+            else:
+                pos = None
+
+
+def _records_from(fh, pos: int, size: int) -> Iterator[Record | Corrupt]:
+    """Records from offset `pos` until the end of the file (a Record with kind None: a record skipped on purpose),
+    or until the first one that cannot be read (a Corrupt, last)."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    fh.seek(pos)
+    it = ArchiveIterator(fh)
+    try:
         for rec in it:
-            if rec.rec_type not in ("response", "conversion", "resource"):
-                continue
-            status, ctype = None, rec.rec_headers.get_header("Content-Type") or ""
-            if rec.http_headers is not None and rec.rec_type == "response":
-                status = int(rec.http_headers.get_statuscode() or 0)
-                ctype = rec.http_headers.get_header("Content-Type") or ""
-            payload = rec.content_stream().read()
-            yield Record(it.get_record_offset(), rec.rec_type, rec.rec_headers.get_header("WARC-Target-URI") or "",
-                         rec.rec_headers.get_header("WARC-Date") or "", status, ctype, payload)
-            n += 1
-            if max_records is not None and n >= max_records:
+            start = it.offset
+            if rec.rec_type not in WARC_TYPES:
+                yield Corrupt(start, f"unknown WARC-Type {rec.rec_type!r}")
                 return
+            yield _record(rec, start) if rec.rec_type in ("response", "conversion", "resource") else \
+                Record(start, None, "", "", None, "", b"")
+    except Exception as exc:  # warcio raises ArchiveLoadFailed, zlib.error, EOFError, ValueError... on bad bytes
+        msg = str(exc).split(", first line")[0][:120].encode("ascii", "backslashreplace").decode()
+        yield Corrupt(it.offset, f"{type(exc).__name__}: {msg}")
+        return
+    if it.offset < size:
+        yield Corrupt(it.offset, f"truncated: {size - it.offset} bytes after the last complete record")
+
+
+def _record(rec, start: int) -> Record:
+    status, ctype = None, rec.rec_headers.get_header("Content-Type") or ""
+    if rec.http_headers is not None and rec.rec_type == "response":
+        status = int(rec.http_headers.get_statuscode() or 0)
+        ctype = rec.http_headers.get_header("Content-Type") or ""
+    payload = rec.content_stream().read()
+    return Record(start, rec.rec_type, rec.rec_headers.get_header("WARC-Target-URI") or "",
+                  rec.rec_headers.get_header("WARC-Date") or "", status, ctype, payload)
+
+
+def _next_header(fh, start: int, magic: bytes, block: int = 1 << 20) -> int | None:
+    """Offset of the next `magic` at or after `start`, or None."""
+    fh.seek(start)
+    carry = b""
+    while chunk := fh.read(block):
+        buf = carry + chunk
+        k = buf.find(magic)
+        if k >= 0:
+            return start - len(carry) + k
+        carry = buf[-(len(magic) - 1):]
+        start += len(chunk)
+    return None

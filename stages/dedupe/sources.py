@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.dataset import ContractError, StageData, doc_id
-from pipelines.io import read_docs, read_table
+from pipelines.io import read_docs, read_table, schema_of
 
 ROW_BITS = 32
 
@@ -73,9 +73,10 @@ def check_source(src: Source) -> None:
 
 
 def read_source(src: Source, columns: list[str] | None = None) -> pa.Table:
-    """(id, url, text) of a source, in row order; eval corpora without id/url get them from file and line."""
+    """(id, url, text, source_id) of a source, in row order; eval corpora without id/url get them from file and
+    line. `source_id` (a files source's own record id, see stages/crawl) is null where the documents have none."""
     if src.docs:
-        table = read_docs(src.path, ["id", "url", "text"])
+        table = read_docs(src.path, ["id", "url", "text"] + (["source_id"] if has_source_id(src.path) else []))
     elif src.path.endswith(".jsonl"):
         rows = _read_jsonl(Path(src.path))
         table = pa.Table.from_pylist(rows) if rows else pa.table({src.text_column: pa.array([], pa.string())})
@@ -93,8 +94,15 @@ def read_source(src: Source, columns: list[str] | None = None) -> pa.Table:
         ids = table.column("id").cast(pa.string())
     else:
         ids = pa.array([doc_id(u, t) for u, t in zip(urls.to_pylist(), texts.to_pylist())])
-    out = pa.table({"id": ids, "url": urls, "text": texts})
+    sids = table.column("source_id").cast(pa.string()) if src.docs and "source_id" in table.column_names \
+        else pa.nulls(n, pa.string())
+    out = pa.table({"id": ids, "url": urls, "text": texts, "source_id": sids})
     return out.select(columns) if columns else out
+
+
+def has_source_id(path: str) -> bool:
+    """Whether a documents shard carries the `source_id` column (only the files source's `id_field` adds it)."""
+    return "source_id" in schema_of(path).names
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -20,8 +20,8 @@ from stages.dedupe import cctasks, tasks
 from stages.dedupe.arrow import col, nd, strings
 from stages.dedupe.components import combine_digests
 from stages.dedupe.report import write_clusters_html
-from stages.dedupe.sources import against_sources, check_source, gid_row, gid_source, input_sources
-from stages.dedupe.tables import DUP_SCHEMA
+from stages.dedupe.sources import against_sources, check_source, gid_row, gid_source, has_source_id, input_sources
+from stages.dedupe.tables import DUP_SCHEMA, DUP_SOURCE_IDS
 
 SIG_CACHE = ".against-sigs"  # beside the stage's output dirs: sig files of against sources, by content and settings
 RESTART = ["cand", "edges", "edges_in", "cc", "nodes", "resolve", "members"]  # cheap phases, redone on resume
@@ -57,7 +57,8 @@ def run(ctx: StageContext) -> StageResult:
     clock.lap("components")
     sample = sorted((c for k in kept for c in k["sample"]), key=lambda c: (-c[0], c[1]))[:cfg.sample_clusters]
     report = [("report", ctx.out_dir, "clusters.html", sample, root, sources)] if sample else []
-    written = ctx.map(_finish, report + [("write", s, inputs[s].path, str(root), str(ctx.out_dir), cfg)
+    sids = any(has_source_id(s.path) for s in inputs)  # then every duplicates shard names the source ids
+    written = ctx.map(_finish, report + [("write", s, inputs[s].path, str(root), str(ctx.out_dir), cfg, sids)
                                          for s in range(n_in)])
     artifacts, written = written[:len(report)], written[len(report):]
     clock.lap("write")
@@ -155,8 +156,10 @@ def _finish(job: str, *args):
     return write_clusters_html(*args) if job == "report" else write_shard(*args)
 
 
-def write_shard(s: int, path: str, root: str, out_dir: str, cfg) -> dict:
-    """Kept documents of input shard s (all columns) and its duplicates table, in row order."""
+def write_shard(s: int, path: str, root: str, out_dir: str, cfg, sids: bool = False) -> dict:
+    """Kept documents of input shard s (all columns) and its duplicates table, in row order (with `sids`, the
+    removed and the kept document's source_id too)."""
+    schema = pa.schema(list(DUP_SCHEMA) + (DUP_SOURCE_IDS if sids else []))
     root_p = Path(root)
     shard = read_docs(path)
     mem = [read_table(p) for p in sorted(root_p.glob(f"members/from-*/s-{s:05d}.arrow"))]
@@ -168,7 +171,7 @@ def write_shard(s: int, path: str, root: str, out_dir: str, cfg) -> dict:
     sig = tasks.SigFiles(root_p)
     counts = Stats(_removals(), removed=len(removed))
     if mem is None:
-        dups = write_parquet(DUP_SCHEMA.empty_table(), out_dir, f"duplicates/part-{s:05d}.parquet")
+        dups = write_parquet(schema.empty_table(), out_dir, f"duplicates/part-{s:05d}.parquet")
         return {"docs": docs, "dups": dups, "counts": counts}
     kept_gid = nd(mem.column("kept_gid"))
     to_kept, same, _ = tasks.similarity(sig, removed, kept_gid, cfg.verify)
@@ -181,6 +184,9 @@ def write_shard(s: int, path: str, root: str, out_dir: str, cfg) -> dict:
                     "cluster_id": mem.column("kept_id"), "kept_id": mem.column("kept_id"),
                     "edge_from": _ids_of(sig, other), "edge_jaccard": col(edge_j), "jaccard_to_kept": col(to_kept),
                     "kind": strings(kind.tolist())}, schema=DUP_SCHEMA)
+    if sids:
+        dup = dup.append_column(DUP_SOURCE_IDS[0], sig[s].column("source_id").take(rows))
+        dup = dup.append_column(DUP_SOURCE_IDS[1], _ids_of(sig, kept_gid, "source_id"))
     counts.update(exact=int((kind == "exact").sum()), near=int((kind == "near").sum()),
                   against=int(against.sum()),
                   drift=int((to_kept < (cfg.threshold if cfg.threshold is not None else 1.0)).sum()))
@@ -194,10 +200,10 @@ def _removals() -> dict:
     return {"removed": 0, "exact": 0, "near": 0, "against": 0, "drift": 0, "against_by_source": {}}
 
 
-def _ids_of(sig: tasks.SigFiles, gids: np.ndarray) -> pa.Array:
+def _ids_of(sig: tasks.SigFiles, gids: np.ndarray, column: str = "id") -> pa.Array:
     out = np.empty(len(gids), object)
     src = gid_source(gids)
     for s in np.unique(src):
         sel = np.flatnonzero(src == s)
-        out[sel] = sig[int(s)].column("id").take(col(gid_row(gids[sel]))).to_pylist()
+        out[sel] = sig[int(s)].column(column).take(col(gid_row(gids[sel]))).to_pylist()
     return strings(out.tolist())

@@ -7,3 +7,5 @@ import pyarrow as pa
 DUP_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("cluster_id", pa.string()),
                         ("kept_id", pa.string()), ("edge_from", pa.string()), ("edge_jaccard", pa.float64()),
                         ("jaccard_to_kept", pa.float64()), ("kind", pa.string())])
+# With documents that carry the user's own ids (a files source's `id_field`), both documents are named by them too.
+DUP_SOURCE_IDS = [pa.field("source_id", pa.string()), pa.field("kept_source_id", pa.string())]

@@ -91,7 +91,7 @@ def sign(idx: int, src: Source, cfg, root: str, banding: tuple[int, int], partit
 
 
 def _signed(src: Source, cfg) -> pa.Table:
-    """The sig table of a source: id, url, length, exact key, sorted shingle-hash set, signature."""
+    """The sig table of a source: id, url, source_id, length, exact key, sorted shingle-hash set, signature."""
     from stages.dedupe.canonical import canonical_batch, exact_key
     from stages.dedupe.minhash import sign_batch
 
@@ -100,7 +100,8 @@ def _signed(src: Source, cfg) -> pa.Table:
     exact = b"".join(exact_key(x) for x in norm.to_pylist())
     sigs, hashes, starts = sign_batch(norm, cfg.ngram, cfg.num_perm, cfg.seed, cfg.hashfunc)
     lengths = pa.compute.utf8_length(t.column("text")).cast(pa.int64())  # read_source left no nulls
-    return pa.table({"id": t.column("id"), "url": t.column("url"), "length": lengths,
+    return pa.table({"id": t.column("id"), "url": t.column("url"), "source_id": t.column("source_id"),
+                     "length": lengths,
                      "exact": pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(norm),
                                                                    [None, pa.py_buffer(exact)]),
                      "shingles": pa.LargeListArray.from_arrays(col(starts), col(hashes)),

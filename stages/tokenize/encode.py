@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.dataset import write_arrow
-from pipelines.io import read_docs, read_json, read_table, write_json
+from pipelines.io import read_docs, read_json, read_table, schema_of, write_json
 from stages.tokenize.tables import SPLITS, TRAIN, VAL
 
 DOC_COLUMNS = ["id", "url", "source_name", "text"]
@@ -93,9 +93,13 @@ class Encoder:
 
 def encode_input(path: str) -> pa.Table:
     """The documents tokenize encodes: the columns it needs (a one-line error for a shard that is not a documents
-    table), source_name never null, empty texts left out."""
-    t = read_docs(path, DOC_COLUMNS)
+    table), source_name never null, empty texts left out; `source_id` (a files source's own record id) is carried
+    to the lineage sidecar, null where the shard has none."""
+    sid = "source_id" in schema_of(path).names
+    t = read_docs(path, DOC_COLUMNS + (["source_id"] if sid else []))
     t = t.set_column(2, "source_name", pc.fill_null(t.column("source_name"), ""))
+    if not sid:
+        t = t.append_column("source_id", pa.nulls(t.num_rows, pa.string()))
     return t.filter(pc.greater(pc.fill_null(pc.utf8_length(t.column("text")), 0), 0))  # empty documents carry no tokens
 
 
@@ -105,6 +109,7 @@ def encoded_table(docs: pa.Table, enc: Encoder, cfg: Any) -> pa.Table:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     t = pa.table({"split": split_of(ids, cfg.val_fraction), "key": order_keys(ids, cfg.seed), "id": docs.column("id"),
                   "url": docs.column("url"), "source_name": docs.column("source_name"),
+                  "source_id": docs.column("source_id").cast(pa.string()),
                   "tokens": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))})
     return t.sort_by([("split", "ascending"), ("key", "ascending"), ("id", "ascending")])
 

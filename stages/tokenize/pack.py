@@ -111,7 +111,8 @@ def _segments(t: pa.Table, seg: dict[str, np.ndarray]) -> pa.Table:
     s = pa.table({"row": pa.array(seg["row"], pa.int64()), "id": t.column("id").take(docs),
                   "url": t.column("url").take(docs), "source_name": t.column("source_name").take(docs),
                   "start": pa.array(seg["start"], pa.int32()), "length": pa.array(seg["length"], pa.int32()),
-                  "doc_offset": pa.array(seg["doc_offset"], pa.int64())})
+                  "doc_offset": pa.array(seg["doc_offset"], pa.int64()),
+                  **({"source_id": t.column("source_id").take(docs)} if "source_id" in t.column_names else {})})
     return s.sort_by([("row", "ascending"), ("start", "ascending")])
 
 
@@ -125,10 +126,13 @@ def rows_table(tokens: np.ndarray, source_id: np.ndarray, sources: list[str], me
 
 
 def pack_shard(split: int, bucket: int, n: int, paths: list[str], sources: list[str], meta: dict[str, str],
-               out_dir: str) -> dict[str, Any]:
-    """Ray task: write `<split>/part-<bucket>.arrow` and its lineage sidecar; return their ShardInfos and counts."""
+               out_dir: str, source_ids: bool = False) -> dict[str, Any]:
+    """Ray task: write `<split>/part-<bucket>.arrow` and its lineage sidecar (with `source_ids`: each document's
+    source_id, when the input documents carry the user's own ids); return their ShardInfos and counts."""
     row_len = int(meta["zhgpt.seq_len"]) + 1
     t = gather(paths, split, bucket, n)
+    if not source_ids:
+        t = t.drop_columns(["source_id"])
     tokens, source_id, seg, counts = pack_sources(t, sources, row_len)
     name = SPLITS[split]
     info = write_arrow(rows_table(tokens, source_id, sources, meta), out_dir, f"{name}/part-{bucket:05d}.arrow")

@@ -131,7 +131,8 @@ def run(ctx: StageContext) -> StageResult:
     sources = sorted({s for per in enc["split_tokens"].values() for s in per})
     meta = shard_meta(cfg.seq_len, facts["eos_id"], facts["vocab_size"], sources, digest)
     encs = [str(part / f"part-{i:05d}.arrow") for i in range(len(docs))]
-    jobs = [(split, b, n, encs, sources, meta, str(ctx.out_dir))
+    sids = any("source_id" in pq.read_schema(p).names for p in docs)  # then every sidecar has the column
+    jobs = [(split, b, n, encs, sources, meta, str(ctx.out_dir), sids)
             for split, n in plan_shards(enc["split_tokens"], cfg.tokens_per_shard).items() for b in range(n)]
     packed = ctx.map(pack_shard, jobs, rows_of=lambda r: r["shard"].rows)
     shutil.rmtree(part, ignore_errors=True)  # the encode files are ~2x the output; the stage is complete now

@@ -2,7 +2,8 @@
 
 `train` and `val` shards hold `tokens` (fixed_size_list<uint16 | uint32>[seq_len + 1]) and `source_name` (a
 dictionary column); their types follow the vocabulary and seq_len, so the declared schema names the columns and
-leaves the types open (pa.null() = any type). `rows` is the lineage sidecar: one line per (row, document) segment.
+leaves the types open (pa.null() = any type). `rows` is the lineage sidecar: one line per (row, document) segment
+(plus `source_id`, the user's own record id, when the documents carry one).
 """
 from __future__ import annotations
 
