@@ -105,7 +105,8 @@ def run_inputs(ctx: StageContext, info: TokenInfo, model: dict, sp) -> RunInputs
                      torch_threads=par.torch_threads or max(1, cluster_cpus() // par.num_workers),
                      tracking_uri=ctx.tracking_uri, mlflow_run_id=ctx.mlflow_run_id,
                      init_from=str(c.init_from) if c.init_from else None,
-                     fault=os.environ.get(FAULT_ENV), fault_marker=str(ctx.partial_dir / "fault-marker"))
+                     fault=os.environ.get(FAULT_ENV), fault_marker=str(ctx.partial_dir / "fault-marker"),
+                     progress_dir=str(ctx.out_dir))
 
 
 def copy_shard(src: Path, stage_dir: Path, rel: str) -> ShardInfo:
