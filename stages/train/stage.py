@@ -166,5 +166,7 @@ def run(ctx: StageContext) -> StageResult:
     extra = {"model": meta["model"], "tokenizer_digest": info.tokenizer_digest, "sources": meta["sources"],
              "mix": dict(c.mix), "seen_per_source": meta["seen_per_source"],
              "mlflow_metrics_run_id": meta.get("mlflow_run_id") or ctx.mlflow_run_id}
+    said = (f"{stats['steps']:,.0f} steps, {stats['tokens']:,.0f} tokens; val {stats['val_bpb']:.3f} bits per byte "
+            f"({stats['bpb_ratio']:.3f} of unigram); samples {cjk:.0%} CJK")
     return StageResult(outputs={"checkpoints": ckpts, "export": export}, stats=stats, extra=extra,
-                       artifacts=["samples.txt"])
+                       artifacts=["samples.txt"], summary=said)
