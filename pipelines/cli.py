@@ -136,6 +136,10 @@ def run(config: Path = ConfigArg,
         fail(str(exc), 2)
     except OSError as exc:  # the work_dir itself: read-only, full, a name too long, permission denied
         fail(one_line(exc), 1)
+    except Exception as exc:  # the tracking store refused a write (a read-only or damaged mlflow.db...)
+        if not type(exc).__module__.startswith(("mlflow", "sqlalchemy", "alembic")):
+            raise
+        fail(f"MLflow tracking store {tracking_uri_of(cfg)}: {one_line(exc)}", 1)
     from pipelines.console import print_summary
 
     print_summary(cfg, report)

@@ -38,8 +38,9 @@ def armed(site: str, n: int) -> bool:
 
 
 def fault_point(site: str, n: int, marker: str | os.PathLike | None = None) -> None:
-    """SIGKILL this process (or raise InjectedFault, or send it SIGINT) when ZHGPT_FAULT names `site@n`. With `marker`, at most once:
-    the marker file is written first, so a restarted worker passing the same point carries on."""
+    """SIGKILL this process (or raise InjectedFault, or send it SIGINT) when ZHGPT_FAULT names `site@n`. With
+    `marker`, at most once: the marker file is written first, so a restarted worker passing the same point
+    carries on."""
     for action in _actions(site, n):
         if marker is not None:
             if Path(marker).exists():

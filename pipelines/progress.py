@@ -151,7 +151,7 @@ class Watch:
 
     def __init__(self, progress: Progress, stage: str, out_dir: Path, every: float = 0.5):
         self.progress, self.stage, self.path, self.every = progress, stage, Path(out_dir) / CHANNEL, every
-        self.stop = threading.Event()
+        self.stop, self.pos = threading.Event(), 0
         self.thread = threading.Thread(target=self._run, name=f"progress-{stage}", daemon=True)
 
     def __enter__(self) -> "Watch":
@@ -164,17 +164,21 @@ class Watch:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join(timeout=5)
+            self._read()  # the last line (the final step) is shown too
 
     def _run(self) -> None:
-        pos = 0
         while not self.stop.wait(self.every):
-            try:
-                with open(self.path, encoding="utf-8") as fh:
-                    fh.seek(pos)
-                    lines = fh.readlines()
-                    pos = fh.tell()
-            except FileNotFoundError:
-                continue
-            recs = [json.loads(x) for x in lines if x.endswith("\n") and x.strip()]
-            if recs:
-                self.progress.step(self.stage, recs[-1])
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                fh.seek(self.pos)
+                lines = fh.readlines()
+        except FileNotFoundError:
+            return
+        whole = [x for x in lines if x.endswith("\n")]  # a line being written is read next time
+        self.pos += sum(len(x.encode("utf-8")) for x in whole)
+        recs = [json.loads(x) for x in whole if x.strip()]
+        if recs:
+            self.progress.step(self.stage, recs[-1])
