@@ -323,7 +323,8 @@ def one_line(exc: BaseException) -> str:
 
 def failure_line(exc: BaseException, plan: StagePlan, plans: dict[str, StagePlan]) -> str:
     """One line for a stage failure. A read error (an OSError, a pyarrow error such as `ZSTD decompression
-    failed`, a shard the reader rejects) checks the stage's input shards against their manifests: a damaged one is named, with the way out."""
+    failed`, a shard the reader rejects) checks the stage's input shards against their manifests: a damaged one
+    is named, with the way out."""
     msg = one_line(exc)
     if not (isinstance(exc, (OSError, ContractError)) or type(exc).__module__.startswith("pyarrow")):
         return msg

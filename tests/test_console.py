@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -132,7 +133,8 @@ def test_forced_rerun_replaces_the_output_when_complete(ray_session, kit_config)
     again = execute(load(cfg_path), force=["upper"])
     assert again.executed == ["upper"] and again.plans["upper"].dir == first.plans["upper"].dir
     assert again.plans["upper"].manifest.digests == first.plans["upper"].manifest.digests
-    assert not list(first.plans["upper"].dir.parent.glob("*.next")) and (first.plans["upper"].dir / "manifest.json").exists()
+    d = first.plans["upper"].dir
+    assert not list(d.parent.glob("*.next")) and (d / "manifest.json").exists()
 
 
 def test_file_name_too_long_is_one_line(kit_config, tmp_path):
@@ -182,8 +184,7 @@ def test_copied_work_dir_reads_only_its_own_files(ray_session, kit_config, tmp_p
     original = load(cfg_path).work_dir
     copy = tmp_path / "moved"
     shutil.copytree(original, copy)
-    doc = report.plans["gen"].manifest and __import__("pyarrow.parquet").parquet.read_table(
-        report.plans["gen"].dir / "docs/part-00000.parquet", columns=["id"]).column("id")[0].as_py()
+    doc = pq.read_table(report.plans["gen"].dir / "docs/part-00000.parquet", columns=["id"]).column("id")[0].as_py()
     opened: list[str] = []
     sys.addaudithook(lambda ev, args: opened.append(str(args[0])) if ev == "open" and isinstance(args[0], str)
                      and str(original) in args[0] and "mlflow" not in args[0] else None)
