@@ -39,9 +39,9 @@ def hand_over(lineage: Any, events: list[list[Any]]) -> Path:
             ev[2] = {**ev[2], "zhgpt.journal": tag}
     write_json(path, {"uri": lineage.uri, "experiment": lineage.experiment, "work_dir": str(lineage.work_dir),
                       "tag": tag, "events": events, "record": str(lineage.record_path or "")})
-    log = open(lineage.work_dir / LOG, "ab")
-    subprocess.Popen([sys.executable, "-m", "pipelines.journal", str(path)], stdin=subprocess.DEVNULL, stdout=log,
-                     stderr=log, start_new_session=True, cwd=os.getcwd(), env=os.environ.copy())
+    with open(lineage.work_dir / LOG, "ab") as log:  # the writer keeps its own copy of the handle
+        subprocess.Popen([sys.executable, "-m", "pipelines.journal", str(path)], stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=log, start_new_session=True, cwd=os.getcwd(), env=os.environ.copy())
     return path
 
 
