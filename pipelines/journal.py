@@ -92,6 +92,7 @@ def _undo(lin: Any, tag: str) -> None:
 
 
 def main(argv: list[str]) -> None:
+    os.nice(10)  # the next command the user types comes first (importing MLflow is ~3 CPU-s)
     for p in argv:
         replay_file(Path(p))
 
