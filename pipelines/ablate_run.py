@@ -26,8 +26,8 @@ class VariantLineage(Lineage):
         super().__init__(uri, variant.cfg.pipeline, variant.cfg.local_dir)
         self.variant, self.ablation_run_id = variant, ablation_run_id
 
-    def start_parent(self, cfg: Any) -> str:
-        run_id = super().start_parent(cfg)
+    def start_parent(self, cfg: Any, *args: Any, **kw: Any) -> str:
+        run_id = super().start_parent(cfg, *args, **kw)
         self.client.set_tag(run_id, "mlflow.parentRunId", self.ablation_run_id)
         self.client.set_tag(run_id, "zhgpt.variant", f"{self.variant.vid}: {self.variant.label}"[:5000])
         return run_id

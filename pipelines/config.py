@@ -8,8 +8,9 @@ stages work in and `storage_options` for the filesystem (see pipelines/storage.p
 """
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -64,13 +65,44 @@ def _fmt_loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "<root>"
 
 
-def format_validation(exc: ValidationError) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field's type may hold (through Optional, list, dict, Union, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys a config section at `loc` (a pydantic error location, the unknown key last) accepts."""
+    models = [model]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        inner = [m for c in models if part in c.model_fields for m in _models_in(c.model_fields[part].annotation)]
+        models = inner or models  # a union's tag (e.g. sources.0.seeds) names no field: stay on the members
+    return sorted({k for m in models for k in m.model_fields})
+
+
+def format_validation(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     e = exc.errors()[0]
     key = _fmt_loc(e["loc"])
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # the latter: a key a section lacks
-        return f"config error: {key}: unknown key (value {e.get('input')!r}){more}"
+        known = known_keys(model, e["loc"]) if model is not None else []
+        near = difflib.get_close_matches(str(e["loc"][-1]), known, n=1, cutoff=0.6)
+        hint = f" — did you mean {near[0]}?" if near else (f" (known: {', '.join(known)})" if known else "")
+        return f"config error: {key}: unknown key{hint}{more}"
     return f"config error: {key}: {e['msg']} (got {e.get('input')!r}){more}"
+
+
+def _list_item(node: list, part: str, key: str) -> Any:
+    """`sources.debian-zh` (an item's `name`) or `sources.0` (its index) in an override's key."""
+    names = [x.get("name") for x in node if isinstance(x, dict)]
+    if part in names:
+        return node[names.index(part)]
+    if part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    raise ConfigError(f"config error: override {key}: no item {part!r} (items: {', '.join(map(str, names))})")
 
 
 def apply_override(data: dict, item: str) -> None:
@@ -78,18 +110,24 @@ def apply_override(data: dict, item: str) -> None:
         raise ConfigError(f"config error: override {item!r} is not KEY=VALUE (e.g. -o train.max_steps=200)")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
-    node = data
+    node: Any = data
     for p in parts[:-1]:
-        nxt = node.get(p)
+        nxt = _list_item(node, p, key) if isinstance(node, list) else node.get(p)
         if nxt is None:
             nxt = node[p] = {}
-        if not isinstance(nxt, dict):
+        if not isinstance(nxt, (dict, list)):
             raise ConfigError(f"config error: override {key}: {p} is not a section")
         node = nxt
     try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+        value = yaml.safe_load(raw) if raw != "" else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config error: override {key}: value {raw!r} is not valid YAML") from exc
+    if isinstance(node, list):
+        node[node.index(_list_item(node, parts[-1], key))] = value
+    elif value is None and len(parts) == 1 and key != "work_dir":
+        node.pop(parts[0], None)  # -o quality=null: the section leaves the config (the key's default)
+    else:
+        node[parts[-1]] = value
 
 
 def load_dict(path: str | Path) -> dict:
@@ -112,10 +150,17 @@ def validate(data: dict) -> RootBase:
         load_plugins(list(data.get("plugins") or []))
     except ImportError as exc:
         raise ConfigError(f"config error: plugins: cannot import {exc.name!r}") from exc
+    if "work_dir" in data and not str(data["work_dir"] or "").strip():
+        raise ConfigError("config error: work_dir: empty; give a directory (e.g. work_dir: work/quickstart) "
+                          "or an s3:// URL")
+    model = root_model()
+    for name in registry():  # an empty section (`dedupe:`) means "this stage, with its defaults"
+        if name in data and data[name] is None:
+            data[name] = {}
     try:
-        cfg = root_model().model_validate(data)
+        cfg = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation(exc)) from None
+        raise ConfigError(format_validation(exc, model)) from None
     if is_url(cfg.work_dir):
         scheme, _, rest = str(cfg.work_dir).partition("://")
         if not rest.strip("/"):

@@ -4,6 +4,7 @@
     ZHGPT_FAULT=crawl.round@1:raise    the crawl raises after round 1 is checkpointed
     ZHGPT_FAULT=train.rank1@3          Ray Train rank 1 SIGKILLs itself before step 3 (once: see `marker`)
     ZHGPT_FAULT=train.rank1.reported@6 ... after Ray Train has taken its report of step 6 (the final checkpoint)
+    ZHGPT_FAULT=upper.tasks@2:int      the driver sends itself SIGINT (a Ctrl-C) once 2 tasks of upper are done
 
 Several faults are comma-separated. Code marks a point with `fault_point(site, n)`; it does nothing unless the
 variable names that site and count. Ray workers see the variable because the runner passes ZHGPT_* variables
@@ -37,8 +38,9 @@ def armed(site: str, n: int) -> bool:
 
 
 def fault_point(site: str, n: int, marker: str | os.PathLike | None = None) -> None:
-    """SIGKILL this process (or raise InjectedFault) when ZHGPT_FAULT names `site@n`. With `marker`, at most once:
-    the marker file is written first, so a restarted worker passing the same point carries on."""
+    """SIGKILL this process (or raise InjectedFault, or send it SIGINT) when ZHGPT_FAULT names `site@n`. With
+    `marker`, at most once: the marker file is written first, so a restarted worker passing the same point
+    carries on."""
     for action in _actions(site, n):
         if marker is not None:
             if Path(marker).exists():
@@ -48,4 +50,7 @@ def fault_point(site: str, n: int, marker: str | os.PathLike | None = None) -> N
         print(f"{ENV}: {action} at {site}@{n}", flush=True)
         if action == "raise":
             raise InjectedFault(f"{ENV}: injected failure at {site}@{n}")
+        if action == "int":
+            os.kill(os.getpid(), signal.SIGINT)
+            return
         os.kill(os.getpid(), signal.SIGKILL)

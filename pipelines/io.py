@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -58,9 +59,24 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        named = _named(exc, final)
+        if named is exc:
+            raise
+        raise named from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _named(exc: OSError, final: Path) -> OSError:
+    """An OSError that names the file: pyarrow's writers raise `Error writing bytes to file. Detail: [errno 28]
+    No space left on device` without one; the console prints `<path>: No space left on device`."""
+    if exc.filename is not None:
+        return exc
+    code = exc.errno or next((int(m) for m in re.findall(r"\[errno (\d+)\]", str(exc))), None)
+    return OSError(code, os.strerror(code), str(final)) if code else exc
 
 
 def write_ipc(table: pa.Table, path: str | os.PathLike, max_chunksize: int | None = None) -> None:

@@ -44,49 +44,106 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 class Lineage:
-    def __init__(self, uri: str, experiment: str, work_dir: Path):
+    """With `deferred=True` (a `zhgpt run` from the command line), nothing touches MLflow until a stage executes:
+    the parent run and the cached stage runs are kept as events, and a run where every stage was cached hands
+    them to a detached writer process (a journal under the work_dir, see pipelines/journal.py). Importing MLflow
+    and opening its store costs ~3 s, which a no-op run cannot afford; the first executed stage pays it anyway
+    (beside Ray's start-up), so from there on everything is written here, the events first."""
+
+    def __init__(self, uri: str, experiment: str, work_dir: Path, deferred: bool = False):
+        self.uri, self.experiment, self.work_dir = uri, experiment, Path(work_dir)
+        self.events: list[list[Any]] | None = [] if deferred else None
+        self.parent: str | None = None
+        self.headline: dict[str, float] = {}
+        self.run_name: str | None = None
+        self.record_path: Path | None = None  # the work_dir's run record (pipelines/runs.py), set by the runner
+        if not deferred:
+            self.live()
+
+    def live(self, flush: bool = True) -> None:
+        """Open MLflow (once): write what pending journals and this run's deferred events hold."""
+        if "client" in self.__dict__:
+            return
         from mlflow.tracking import MlflowClient
 
-        self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(experiment)
+        from pipelines.journal import flush_pending
+        from pipelines.logfile import quiet_libraries
+
+        quiet_libraries(self.work_dir)  # MLflow's INFO lines (store creation, migrations) to the log file
+        if flush:
+            flush_pending(self.work_dir)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(self.experiment)
         if exp is not None:
             self.exp_id = exp.experiment_id
         else:
-            loc = None if uri.startswith("http") else (Path(work_dir).resolve() / "mlartifacts").as_uri()
-            self.exp_id = self.client.create_experiment(experiment, artifact_location=loc)
-        self.parent: str | None = None
-        self.headline: dict[str, float] = {}
+            loc = None if self.uri.startswith("http") else (self.work_dir.resolve() / "mlartifacts").as_uri()
+            self.exp_id = self.client.create_experiment(self.experiment, artifact_location=loc)
+        events, self.events = self.events or [], None
+        self.replay(events)
+
+    def replay(self, events: list[list[Any]]) -> None:
+        for op, *args in events:
+            getattr(self, f"_{op}")(*args)
+
+    def _record(self, op: str, *args: Any) -> None:
+        if self.events is None:
+            getattr(self, f"_{op}")(*args)
+        else:
+            self.events.append([op, *args])
 
     # -- parent -----------------------------------------------------------------------------------
-    def start_parent(self, cfg: Any) -> str:
+    def start_parent(self, cfg: Any, name: str | None = None, tags: dict[str, str] | None = None) -> str | None:
         from pipelines.config import public_dump, resolved_yaml
 
-        run = self.client.create_run(self.exp_id, run_name=f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                     tags={"zhgpt.kind": "pipeline", "zhgpt.work_dir": str(cfg.work_dir)})
-        self.parent = run.info.run_id
-        self._params(self.parent, flatten(public_dump(cfg)))
-        self.client.log_text(self.parent, resolved_yaml(cfg), "resolved_config.yaml")
+        self.run_name = name or f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}"
+        tags = {"zhgpt.kind": "pipeline", "zhgpt.work_dir": str(cfg.work_dir), **(tags or {})}
+        self._record("parent", self.run_name, tags, flatten(public_dump(cfg)), resolved_yaml(cfg))
         return self.parent
 
+    def _parent(self, name: str, tags: dict[str, str], params: dict[str, str], config_yaml: str) -> None:
+        run = self.client.create_run(self.exp_id, run_name=name, tags=tags)
+        self.parent = run.info.run_id
+        self._params(self.parent, params)
+        self.client.log_text(self.parent, config_yaml, "resolved_config.yaml")
+
     def finish_parent(self, status: str, error: str | None = None) -> None:
+        """Close the parent run; a deferred run's events go to the background writer instead (see journal.py)."""
+        if self.events is not None:
+            from pipelines.journal import hand_over
+
+            if self.events:
+                hand_over(self, [*self.events, ["finish", status, error, dict(self.headline)]])
+            return
+        self._finish(status, error, self.headline)
+
+    def _finish(self, status: str, error: str | None, headline: dict[str, float]) -> None:
         if self.parent is None:
             return
         if error:
             self.client.set_tag(self.parent, "zhgpt.error", error[:5000])
-        self._metrics(self.parent, self.headline)
+        self._metrics(self.parent, headline)
         self.client.set_terminated(self.parent, status)
 
     # -- children ---------------------------------------------------------------------------------
-    def _child(self, plan: Any, extra_tags: dict[str, str]) -> str:
-        tags = {"mlflow.parentRunId": self.parent, "zhgpt.stage": plan.name, "zhgpt.cache_key": plan.key,
-                "zhgpt.stage_dir": str(plan.uri or plan.dir), **extra_tags}
-        return self.client.create_run(self.exp_id, run_name=plan.name, tags=tags).info.run_id
+    def _child(self, facts: dict[str, Any], extra_tags: dict[str, str]) -> str:
+        tags = {"mlflow.parentRunId": self.parent, "zhgpt.stage": facts["stage"], "zhgpt.cache_key": facts["key"],
+                "zhgpt.stage_dir": facts["dir"], **extra_tags}
+        return self.client.create_run(self.exp_id, run_name=facts["stage"], tags=tags).info.run_id
+
+    def facts(self, plan: Any) -> dict[str, Any]:
+        """What the stage runs record of a plan, as plain data (a journal holds it as JSON)."""
+        from pipelines.runs import rel_dir
+
+        return {"stage": plan.name, "key": plan.key, "dir": rel_dir(self.work_dir, plan.uri or plan.dir),
+                "inputs": dataset_inputs(plan), "manifest": plan.manifest.to_json() if plan.manifest else None}
 
     def start_stage(self, plan: Any, scfg: Any) -> str:
-        run_id = self._child(plan, {"zhgpt.cached": "false"})
+        self.live()
+        facts = self.facts(plan)
+        run_id = self._child(facts, {"zhgpt.cached": "false"})
         self._params(run_id, flatten(scfg.model_dump(mode="json")))
-        self._inputs(run_id, plan)
+        self._inputs(run_id, facts["inputs"])
         return run_id
 
     def finish_stage(self, plan: Any, metrics: dict[str, float], artifacts: list[Path]) -> None:
@@ -103,25 +160,31 @@ class Lineage:
                 self.client.log_artifact(run_id, str(a))
         self.client.set_terminated(run_id, "FINISHED")
 
-    def cached_stage(self, plan: Any, metrics: dict[str, float]) -> str:
-        m = plan.manifest
-        run_id = self._child(plan, {"zhgpt.cached": "true", "zhgpt.producer_run_id": m.mlflow_run_id or ""})
+    def cached_stage(self, plan: Any, metrics: dict[str, float]) -> None:
+        self._headline(plan, metrics)
+        self._record("cached", self.facts(plan), metrics)
+
+    def _cached(self, facts: dict[str, Any], metrics: dict[str, float]) -> None:
+        from pipelines.dataset import Manifest
+
+        m = Manifest.from_dict(json.loads(facts["manifest"]))
+        run_id = self._child(facts, {"zhgpt.cached": "true", "zhgpt.producer_run_id": m.mlflow_run_id or ""})
         self._params(run_id, flatten(m.config))
-        self._inputs(run_id, plan)
+        self._inputs(run_id, facts["inputs"])
         self._outputs_tags(run_id, m)
         self._metrics(run_id, {**self._producer_metrics(m.mlflow_run_id), **metrics})
-        self._headline(plan, metrics)
-        self.client.log_text(run_id, m.to_json(), "manifest.json")
+        self.client.log_text(run_id, facts["manifest"], "manifest.json")
         self.client.set_terminated(run_id, "FINISHED")
-        return run_id
 
-    def fail_stage(self, plan: Any, message: str) -> None:
+    def fail_stage(self, plan: Any, message: str, status: str = "FAILED") -> None:
+        """Close the stage's running child run: FAILED, or KILLED when the run was interrupted."""
+        self.live()
         runs = self.client.search_runs([self.exp_id], f"tags.mlflow.parentRunId = '{self.parent}' "
                                        f"and tags.`zhgpt.stage` = '{plan.name}'")
         for r in runs:
             if r.info.status == "RUNNING":
                 self.client.set_tag(r.info.run_id, "zhgpt.error", message[:5000])
-                self.client.set_terminated(r.info.run_id, "FAILED")
+                self.client.set_terminated(r.info.run_id, status)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _producer_metrics(self, run_id: str | None) -> dict[str, float]:
@@ -142,21 +205,14 @@ class Lineage:
         for name, o in m.outputs.items():
             self.client.set_tag(run_id, f"zhgpt.output.{name}.digest", o.digest)
 
-    def _inputs(self, run_id: str, plan: Any) -> None:
+    def _inputs(self, run_id: str, inputs: list[dict[str, str]]) -> None:
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        inputs = []
-        for up, digests in sorted(plan.upstream.items()):
-            up_dir = str(plan.upstream_dirs[up])
-            kind = up_dir.split("://", 1)[0] if "://" in up_dir else "local"
-            for out, digest in sorted(digests.items()):
-                if out.startswith("_"):  # the runner's lookup indexes are not data a stage consumes
-                    continue
-                ds = Dataset(name=f"{up}.{out}", digest=digest[:32], source_type=kind,
-                             source=json.dumps({"uri": up_dir}))
-                inputs.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", plan.name)]))
         if inputs:
-            self.client.log_inputs(run_id, datasets=inputs)
+            self.client.log_inputs(run_id, datasets=[
+                DatasetInput(Dataset(name=i["name"], digest=i["digest"], source_type=i["source_type"],
+                                     source=i["source"]), tags=[InputTag("mlflow.data.context", i["context"])])
+                for i in inputs])
 
     def _params(self, run_id: str, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -173,3 +229,21 @@ class Lineage:
         for i in range(0, len(items), BATCH):
             self.client.log_batch(run_id, metrics=items[i:i + BATCH])
 
+
+# The MLflow dataset context of an upstream output, by output name (MLflow's own words for the splits); other
+# outputs are in the context of the stage reading them.
+CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+
+
+def dataset_inputs(plan: Any) -> list[dict[str, str]]:
+    """The stage's inputs as MLflow datasets: the upstream outputs' digests, where they live, in what context."""
+    out = []
+    for up, digests in sorted(plan.upstream.items()):
+        up_dir = str(plan.upstream_dirs[up])
+        kind = up_dir.split("://", 1)[0] if "://" in up_dir else "local"
+        for name, digest in sorted(digests.items()):
+            if name.startswith("_"):  # the runner's lookup indexes are not data a stage consumes
+                continue
+            out.append({"name": f"{up}.{name}", "digest": digest[:32], "source_type": kind,
+                        "source": json.dumps({"uri": up_dir}), "context": CONTEXTS.get(name, plan.name)})
+    return out

@@ -1,46 +1,113 @@
-"""Progress display: a rich bar per stage on a TTY, plain one-line-per-event logs otherwise (CI, files)."""
+"""Progress display: one rich line per stage on a TTY (tasks, rows, MB/s, ETA), plain periodic lines otherwise
+(a start line, at most one line every EVERY seconds per stage, an end line: never one line per task).
+
+The progress channel: any stage code, including a Ray Train worker (which has no StageContext), appends JSON
+lines to `<stage dir>/.partial/progress.jsonl` with `channel(out_dir).put(step=..., total=..., ...)`; while a
+stage runs, the runner's Watch thread tails that file and shows the newest line (`step N/M`, loss, tokens/s,
+ETA). Throttled by the writer: at most one line a second.
+"""
 from __future__ import annotations
 
+import json
+import os
 import sys
+import threading
 import time
+from pathlib import Path
+from typing import Any
 
 from pipelines.stage import Progress
+
+EVERY = float(os.environ.get("ZHGPT_PROGRESS_EVERY", "10"))  # seconds between plain lines for one stage
+CHANNEL = Path(".partial") / "progress.jsonl"
+
+
+def _eta(done: float, total: float, elapsed: float) -> str:
+    if not total or done <= 0 or done >= total:
+        return ""
+    s = int(elapsed * (total - done) / done)
+    return f"ETA {s // 60}m{s % 60:02d}s"
+
+
+def describe(done: int, total: int, rows: int, nbytes: int, elapsed: float) -> str:
+    """`12/40 tasks, 3,120 rows, 4.2 MB/s, ETA 0m31s` (rows and MB/s only when tasks report them)."""
+    parts = [f"{done}/{total} tasks"]
+    if rows:
+        parts.append(f"{rows:,} rows")
+    if nbytes and elapsed > 0:
+        parts.append(f"{nbytes / elapsed / 1e6:.1f} MB/s")
+    return ", ".join(parts + [e for e in [_eta(done, total, elapsed)] if e])
+
+
+def describe_step(rec: dict[str, Any], elapsed: float) -> str:
+    """`step 300/650, loss 4.12, 12,345 tokens/s, ETA 2m10s` from a progress-channel record."""
+    parts = [f"step {rec.get('step')}/{rec.get('total')}"]
+    if isinstance(rec.get("loss"), (int, float)):
+        parts.append(f"loss {rec['loss']:.3f}")
+    if rec.get("tokens_per_s"):
+        parts.append(f"{rec['tokens_per_s']:,.0f} tokens/s")
+    first, step, total = rec.get("from") or 0, rec.get("step") or 0, rec.get("total") or 0
+    eta = _eta(step - first, total - first, rec.get("elapsed", elapsed))  # a resumed run: from its first step
+    return ", ".join(parts + ([eta] if eta else []))
 
 
 class PlainProgress(Progress):
     def __init__(self) -> None:
         self.t0: dict[str, float] = {}
         self.total: dict[str, int] = {}
+        self.last: dict[str, float] = {}
 
     def start(self, stage: str, total: int) -> None:
-        self.t0[stage], self.total[stage] = time.time(), total
+        self.t0[stage], self.total[stage], self.last[stage] = time.time(), total, time.time()
         self.log(f"[{stage}] {total} task(s)")
 
-    def advance(self, stage: str, done: int, rows: int) -> None:
-        dt = max(time.time() - self.t0.get(stage, time.time()), 1e-9)
-        self.log(f"[{stage}] {done}/{self.total.get(stage, '?')} tasks, {rows} rows, {rows / dt:.0f} rows/s")
+    def advance(self, stage: str, done: int, rows: int, nbytes: int = 0) -> None:
+        now = time.time()
+        if done < self.total.get(stage, 0) and now - self.last.get(stage, 0) < EVERY:
+            return
+        self.last[stage] = now
+        self.log(f"[{stage}] " + describe(done, self.total.get(stage, 0), rows, nbytes, now - self.t0.get(stage, now)))
+
+    def step(self, stage: str, rec: dict[str, Any]) -> None:
+        now = time.time()
+        if now - self.last.get(stage, 0) < EVERY and rec.get("step") != rec.get("total"):
+            return
+        self.last[stage] = now
+        self.log(f"[{stage}] " + describe_step(rec, now - self.t0.setdefault(stage, now)))
 
 
 class RichProgress(Progress):
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True)
-        self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console)
+        self.bar = Bar(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.fields[what]}"),
+                       TimeElapsedColumn(), console=self.console, transient=False)
         self.tasks: dict[str, int] = {}
         self.t0: dict[str, float] = {}
+        self.total: dict[str, int] = {}
 
-    def start(self, stage: str, total: int) -> None:
+    def _task(self, stage: str, total: int | None) -> int:
         if not self.tasks:
             self.bar.start()
-        self.t0[stage] = time.time()
-        self.tasks[stage] = self.bar.add_task(stage, total=total, rate="")
+        if stage not in self.tasks:  # one display per stage, whatever the number of map() calls in it
+            self.t0[stage] = time.time()
+            self.tasks[stage] = self.bar.add_task(stage, total=total, what="")
+        return self.tasks[stage]
 
-    def advance(self, stage: str, done: int, rows: int) -> None:
-        rate = rows / max(time.time() - self.t0[stage], 1e-9)
-        self.bar.update(self.tasks[stage], completed=done, rate=f"{rate:,.0f} rows/s" if rows else "")
+    def start(self, stage: str, total: int) -> None:
+        self.bar.update(self._task(stage, total), total=total, completed=0)
+        self.total[stage], self.t0[stage] = total, time.time()
+
+    def advance(self, stage: str, done: int, rows: int, nbytes: int = 0) -> None:
+        what = describe(done, self.total.get(stage, 0), rows, nbytes, time.time() - self.t0[stage])
+        self.bar.update(self._task(stage, None), completed=done, what=what)
+
+    def step(self, stage: str, rec: dict[str, Any]) -> None:
+        t = self._task(stage, rec.get("total"))
+        self.bar.update(t, total=rec.get("total"), completed=rec.get("step"),
+                        what=describe_step(rec, time.time() - self.t0[stage]))
 
     def finish(self, stage: str) -> None:
         self.bar.refresh()
@@ -56,3 +123,62 @@ class RichProgress(Progress):
 
 def make_progress() -> Progress:
     return RichProgress() if sys.stderr.isatty() else PlainProgress()
+
+
+class channel:
+    """The writing end: `channel(out_dir).put(step=3, total=650, loss=4.2, tokens_per_s=1e4)`. Cheap (an append
+    and a flush at most once a second), safe to call from any process that sees the stage directory."""
+
+    def __init__(self, out_dir: str | os.PathLike, every: float = 1.0):
+        self.path, self.every, self.last, self.t0 = Path(out_dir) / CHANNEL, every, 0.0, time.time()
+        self.first: Any = None
+
+    def put(self, force: bool = False, **rec: Any) -> None:
+        now = time.time()
+        if self.first is None:
+            self.first = rec.get("step", 0)
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        rec.setdefault("from", self.first)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({**rec, "elapsed": round(now - self.t0, 3)}) + "\n")
+
+
+class Watch:
+    """The reading end, in the driver while a stage runs: a thread that shows each new channel line."""
+
+    def __init__(self, progress: Progress, stage: str, out_dir: Path, every: float = 0.5):
+        self.progress, self.stage, self.path, self.every = progress, stage, Path(out_dir) / CHANNEL, every
+        self.stop, self.pos = threading.Event(), 0
+        self.thread = threading.Thread(target=self._run, name=f"progress-{stage}", daemon=True)
+
+    def __enter__(self) -> "Watch":
+        if hasattr(self.progress, "step"):
+            self.path.unlink(missing_ok=True)  # lines of an earlier attempt are not this one's progress
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+            self._read()  # the last line (the final step) is shown too
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                fh.seek(self.pos)
+                lines = fh.readlines()
+        except FileNotFoundError:
+            return
+        whole = [x for x in lines if x.endswith("\n")]  # a line being written is read next time
+        self.pos += sum(len(x.encode("utf-8")) for x in whole)
+        recs = [json.loads(x) for x in whole if x.strip()]
+        if recs:
+            self.progress.step(self.stage, recs[-1])

@@ -25,6 +25,8 @@ from pipelines.config import RootBase
 from pipelines.dataset import ContractError, Manifest, Output, StageData
 from pipelines.index import build_indexes
 from pipelines.io import conform_error, schema_of
+from pipelines.progress import Watch
+from pipelines.runs import RunRecord
 from pipelines.stage import Progress, StageContext, StageSpec, input_stages, ordered, registry
 from pipelines.storage import Store
 
@@ -37,6 +39,14 @@ class StageFailed(RuntimeError):
 
 class SelectionError(ValueError):
     """A bad --from/--only/--force selection, or --only without its inputs."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM while a stage ran: the stage is left resumable (no FAILED mark)."""
+
+    def __init__(self, stage: str | None):
+        super().__init__(f"interrupted during {stage}" if stage else "interrupted")
+        self.stage = stage
 
 
 def _module_files(module: str) -> list[Path]:
@@ -55,7 +65,18 @@ SHARED_MODULES = ["pipelines.dataset", "pipelines.io", "pipelines.stats", "pipel
 
 
 def code_version(spec: StageSpec) -> str:
-    """Hash of the stage package's source and the shared layer, plus the versions of libraries shaping its output."""
+    """Hash of the stage package's source and the shared layer, plus the versions of libraries shaping its output.
+    Computed once per process and spec (a run plans every stage up to twice)."""
+    memo = (spec.name, spec.run, tuple(spec.code_modules), tuple(spec.libraries))
+    if memo not in _CODE_VERSIONS:
+        _CODE_VERSIONS[memo] = _code_version(spec)
+    return _CODE_VERSIONS[memo]
+
+
+_CODE_VERSIONS: dict[tuple, str] = {}
+
+
+def _code_version(spec: StageSpec) -> str:
     h = hashlib.sha256()
     for mod in sorted(set(spec.code_modules or [spec.package()])) + SHARED_MODULES:
         for f in _module_files(mod):
@@ -147,6 +168,7 @@ def selection(cfg: RootBase, from_: str | None, only: str | None, force: list[st
 @dataclass
 class RunReport:
     parent_run_id: str | None
+    run_name: str | None = None
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     plans: dict[str, StagePlan] = field(default_factory=dict)
@@ -164,15 +186,24 @@ def stage_metrics(m: Manifest, upstream: dict[str, Manifest]) -> dict[str, float
 
 
 class Runner:
-    def __init__(self, cfg: RootBase, lineage: Any, progress: Progress | None = None, workers: int = 1,
-                 fresh: bool = False):
+    """`workers` None: Ray is started (start_ray() -> workers) when the first stage executes, never for a run
+    whose stages are all cached. `label` and `tags` describe the run (its MLflow name and tags)."""
+
+    def __init__(self, cfg: RootBase, lineage: Any, progress: Progress | None = None, workers: int | None = 1,
+                 fresh: bool = False, start_ray: Any = None, label: str = "", tags: dict[str, str] | None = None):
         self.cfg, self.lineage, self.progress = cfg, lineage, progress or Progress()
-        self.workers, self.fresh = workers, fresh
+        self.workers, self.fresh, self.start_ray = workers, fresh, start_ray
+        self.label, self.tags = label, dict(tags or {})
         self.store = Store.of(cfg)
+        self.current: str | None = None  # the stage executing now
 
     def run(self, from_: str | None = None, only: str | None = None, force: list[str] | None = None) -> RunReport:
         todo, forced = selection(self.cfg, from_, only, force or [])
-        report = RunReport(parent_run_id=self.lineage.start_parent(self.cfg))
+        check_only_inputs(self.cfg, only, self.store)
+        self.record = RunRecord(self.cfg.local_dir, self.cfg.pipeline, self.label, {"tags": self.tags})
+        self.lineage.record_path = self.record.path
+        report = RunReport(parent_run_id=self.lineage.start_parent(self.cfg, self.record.name, self.tags),
+                           run_name=self.record.name)
         plans: dict[str, StagePlan] = {}
         try:
             for name in ordered(self.cfg.stage_names()):
@@ -192,12 +223,23 @@ class Runner:
                 else:
                     self._execute(plan, plans, fresh_dir=name in forced)
                     report.executed.append(name)
+                self.record.stage(plan, cached=name in report.cached)
         except BaseException as exc:
-            self.lineage.finish_parent("FAILED", error=str(exc))
+            self._close_failed(exc)
             raise
         self.lineage.finish_parent("FINISHED")
-        report.plans = plans
+        self.record.finish("finished", self.lineage.parent)
+        report.plans, report.parent_run_id = plans, self.lineage.parent
         return report
+
+    def _close_failed(self, exc: BaseException) -> None:
+        """The parent run ends KILLED (interrupted) or FAILED; a broken tracking store must not hide `exc`."""
+        killed = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        self.record.finish("killed" if killed else "failed")
+        try:
+            self.lineage.finish_parent("KILLED" if killed else "FAILED", error=str(exc) or type(exc).__name__)
+        except Exception:  # noqa: BLE001
+            pass
 
     def _ups(self, plan: StagePlan, plans: dict[str, StagePlan]) -> dict[str, StageData]:
         """The input stages, present in the local directory (fetched from the store of record when remote)."""
@@ -211,7 +253,10 @@ class Runner:
 
     def _execute(self, plan: StagePlan, plans: dict[str, StagePlan], fresh_dir: bool) -> None:
         assert plan.dir is not None and plan.key is not None
-        self.store.prepare(plan.name, plan.key, fresh=fresh_dir)
+        self._ensure_ray()
+        self.current = plan.name
+        work = plan.dir = self.store.prepare(plan.name, plan.key, fresh=fresh_dir)
+        self.record.running(plan.name, work)
         upstream = self._ups(plan, plans)
         scfg = self.cfg.stage_cfg(plan.name)
         run_id = self.lineage.start_stage(plan, scfg)
@@ -222,27 +267,98 @@ class Runner:
         self.progress.log(f"[{plan.name}] running -> {plan.uri}" + (f" (in {plan.dir})" if self.store.remote else ""))
         t0 = time.time()
         try:
-            result = plan.spec.run_fn()(ctx)
+            with Watch(self.progress, plan.name, work):  # the stage's progress channel (training's steps)
+                result = plan.spec.run_fn()(ctx)
             outputs = declared_outputs(plan.spec, plan.dir, result)
             outputs.update(index_outputs(plan.dir, outputs, replace(ctx, name=f"{plan.name}.index").map))
             m = Manifest(stage=plan.name, cache_key=plan.key, outputs=outputs, config=scfg.model_dump(mode="json"),
                          upstream=plan.upstream, code_version=plan.code, stats=result.stats,
                          wall_seconds=time.time() - t0, mlflow_run_id=run_id,
-                         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=result.extra)
-            self.store.publish(plan.name, plan.key, m, result.artifacts)  # the manifest last: now it is complete
+                         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         extra={**result.extra, **({"summary": result.summary} if result.summary else {})})
+            self.store.publish(plan.name, plan.key, m, result.artifacts, work)  # the manifest last: complete now
         except BaseException as exc:
-            msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            self.store.mark_failed(plan.name, plan.key, msg)
-            self.lineage.fail_stage(plan, msg)
-            if isinstance(exc, Exception):
-                raise StageFailed(plan.name, msg) from exc
-            raise
-        plan.manifest = m
+            raise self._failed(plan, plans, work, exc) from exc
+        plan.dir, plan.manifest = self.store.local_dir(plan.name, plan.key), m
         self.store.drop_scratch(plan.name, plan.key)  # after the manifest: a killed stage keeps it to resume
         ups = {real: plans[real].manifest for real in plan.inputs.values()}
         self.lineage.finish_stage(plan, stage_metrics(m, ups), [plan.dir / a for a in result.artifacts])
-        self.progress.log(f"[{plan.name}] done in {m.wall_seconds:.1f}s: "
-                          + ", ".join(f"{n}={o.rows} rows" for n, o in outputs.items()))
+        self.progress.log(f"[{plan.name}] done in {m.wall_seconds:.1f}s: {summary_of(m)}")
+        self.current = None
+
+    def _ensure_ray(self) -> None:
+        """Ray starts here, once per run, when the first stage executes (MLflow is imported meanwhile: the
+        import is pure Python and Ray's start-up is mostly waiting for its processes)."""
+        if self.workers is not None:
+            return
+        import importlib
+        import threading
+
+        threading.Thread(target=importlib.import_module, args=("mlflow.tracking",), daemon=True).start()
+        self.workers = self.start_ray()
+
+    def _failed(self, plan: StagePlan, plans: dict[str, StagePlan], work: Path, exc: BaseException) -> BaseException:
+        """What a stage's failure becomes: Interrupted (the stage stays resumable, its run KILLED) or StageFailed
+        with one line (the FAILED mark, the run FAILED). Recording is best effort: a full or read-only disk
+        must not replace the stage's own error with another."""
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            status, msg, out = "KILLED", f"interrupted during {plan.name}", Interrupted(plan.name)
+        else:
+            msg = failure_line(exc, plan, plans)
+            status, out = "FAILED", StageFailed(plan.name, msg) if isinstance(exc, Exception) else exc
+            self.store.mark_failed(plan.name, plan.key, msg, work)
+        try:
+            self.lineage.fail_stage(plan, msg, status)
+        except Exception:  # noqa: BLE001
+            pass
+        return out
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line; an OSError as `<path>: <reason>` (read-only filesystem, no space left...)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = ": ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+        return f"{where}: {exc.strerror}" if where else exc.strerror
+    return (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:500]
+
+
+def failure_line(exc: BaseException, plan: StagePlan, plans: dict[str, StagePlan]) -> str:
+    """One line for a stage failure. A read error (an OSError, a pyarrow error such as `ZSTD decompression
+    failed`, a shard the reader rejects) checks the stage's input shards against their manifests: a damaged one
+    is named, with the way out."""
+    msg = one_line(exc)
+    if not (isinstance(exc, (OSError, ContractError)) or type(exc).__module__.startswith("pyarrow")):
+        return msg
+    from pipelines.dataset import verify
+
+    for real in sorted(set(plan.inputs.values())):
+        up = plans[real]
+        try:
+            bad = verify(up.dir) if up.dir is not None else []
+        except Exception:  # noqa: BLE001 - the input's manifest itself is unreadable: the original error stands
+            bad = []
+        if bad:
+            return (f"{msg}; input {bad[0]}: run `zhgpt verify CONFIG`, then `zhgpt run CONFIG --force {real}`")
+    return msg
+
+
+def summary_of(m: Manifest) -> str:
+    """The stage's one-line summary in words (StageResult.summary, kept in the manifest), or its rows."""
+    said = m.extra.get("summary") if isinstance(m.extra, dict) else None
+    if said:
+        return str(said)
+    return "; ".join(f"{n}: {o.rows:,} rows" for n, o in m.outputs.items() if not n.startswith("_"))
+
+
+def check_only_inputs(cfg: RootBase, only: str | None, store: Store) -> None:
+    """--only STAGE needs complete outputs of its inputs: checked before anything is recorded or started."""
+    if only is None:
+        return
+    plans = plan_all(cfg, store)
+    for up in sorted(set(input_stages(only, cfg.stage_names()).values())):
+        if not plans[up].complete:
+            raise SelectionError(f"--only {only}: input stage {up} has no complete output for the current config; "
+                                 f"run `zhgpt run CONFIG --from {up}` first")
 
 
 def index_outputs(stage_dir: Path, outputs: dict[str, Output], fan_out: Any) -> dict[str, Output]:

@@ -156,13 +156,17 @@ class StageResult:
     stats: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # facts for the manifest (not metrics)
     artifacts: list[str] = field(default_factory=list)  # paths (relative to out_dir) logged to MLflow
+    # What the stage did, in words, on one line (`clean: kept 477 of 1,082 (rejected: min_cjk_ratio 297, ...)`
+    # without the stage name): printed when it ends and in the run's summary table, kept in manifest.extra.
+    # A stage may also put it in extra["summary"]; without either the console shows its outputs' rows.
+    summary: str = ""
 
 
 class Progress:
     """Progress sink; the runner passes a rich bar on a TTY and plain log lines otherwise."""
 
     def start(self, stage: str, total: int) -> None: ...
-    def advance(self, stage: str, done: int, rows: int) -> None: ...
+    def advance(self, stage: str, done: int, rows: int, nbytes: int = 0) -> None: ...
     def finish(self, stage: str) -> None: ...
     def log(self, msg: str) -> None:
         print(msg, flush=True)
@@ -205,7 +209,7 @@ class StageContext:
         items = list(items)
         results: list[Any] = [None] * len(items)
         pending: dict[Any, int] = {}
-        nxt = done = rows = 0
+        nxt = done = rows = nbytes = 0
         self.progress.start(self.name, len(items))
         while done < len(items):
             while nxt < len(items) and len(pending) < max(1, self.workers):
@@ -220,11 +224,21 @@ class StageContext:
                 except ray.exceptions.RayTaskError as exc:
                     raise task_error(exc) from None
                 done += 1
-                rows += rows_of(results[i]) if rows_of else 0
-                self.progress.advance(self.name, done, rows)
+                r, b = shard_sizes(results[i])
+                rows, nbytes = rows + (rows_of(results[i]) if rows_of else r), nbytes + b
+                self.progress.advance(self.name, done, rows, nbytes)
                 fault_point(f"{self.name}.tasks", done)
         self.progress.finish(self.name)
         return results
+
+
+def shard_sizes(result: Any) -> tuple[int, int]:
+    """(rows, bytes) of the shards a task returned (a ShardInfo, or a dict / list / tuple holding some)."""
+    if isinstance(result, ShardInfo):
+        return result.rows, result.bytes
+    parts = result.values() if isinstance(result, dict) else result if isinstance(result, (list, tuple)) else []
+    sizes = [shard_sizes(p) for p in parts]
+    return sum(r for r, _ in sizes), sum(b for _, b in sizes)
 
 
 def task_error(exc: BaseException) -> BaseException:

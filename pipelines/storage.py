@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from functools import cached_property
@@ -27,6 +28,9 @@ from typing import Any
 from pipelines import dataset
 from pipelines.dataset import CHUNK, FAILED, MANIFEST, PARTIAL, Manifest, read_manifest, sha256_file, write_manifest
 from pipelines.io import ContractError, remove_temps, write_bytes
+
+# Beside a stage directory: its forced rerun, and (during the swap) the output that rerun replaces.
+NEXT, OLD = ".next", ".old"
 
 
 class StorageError(RuntimeError):
@@ -115,7 +119,11 @@ class Store:
     # -- reading the store of record --------------------------------------------------------------------
     def read_manifest(self, stage: str, key: str) -> Manifest | None:
         if not self.remote:
-            return read_manifest(self.local_dir(stage, key))
+            d = self.local_dir(stage, key)
+            old = d.with_name(d.name + OLD)
+            if not d.exists() and (old / MANIFEST).exists():  # a crash between the renames of _swap
+                os.rename(old, d)
+            return read_manifest(d)
         p = self.path(stage, key, MANIFEST)
         try:
             raw = self.fs.cat_file(p)
@@ -185,10 +193,15 @@ class Store:
 
     # -- the runner's side ------------------------------------------------------------------------------
     def prepare(self, stage: str, key: str, fresh: bool) -> Path:
-        """Make the mirror directory ready for a run; drop the old manifest/FAILED and the temporary files of
-        writers that died with an earlier attempt (everything when fresh). Nothing of this stage runs yet, so no
+        """Make a directory ready for a run of the stage and return it. Resuming: the stage's own directory, with
+        the old manifest/FAILED and the temporary files of writers that died with an earlier attempt dropped.
+        Fresh (--force, --from, --only) over a complete output: a sibling `<key16>.next` directory, so that the
+        complete output stays, here and in the store of record, until publish() puts its replacement in its
+        place. Fresh over an incomplete one: the leftovers are deleted. Nothing of this stage runs yet, so no
         temporary file under it belongs to a live writer."""
         d = self.local_dir(stage, key)
+        if fresh and self.read_manifest(stage, key) is not None:
+            return self._beside(d)
         if fresh and d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
@@ -205,6 +218,26 @@ class Store:
                     if self._io("reading", self.fs.exists, f"{remote}/{name}"):
                         self._io("deleting from", self.fs.rm_file, f"{remote}/{name}")
         return d
+
+    @staticmethod
+    def _beside(d: Path) -> Path:
+        work = d.with_name(d.name + NEXT)
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        return work
+
+    @staticmethod
+    def _swap(work: Path, d: Path) -> None:
+        """Put a complete replacement in the place of the stage directory. Between the two renames the old
+        directory is `<key16>.old`; read_manifest() moves it back if a crash left it there."""
+        old = d.with_name(d.name + OLD)
+        if old.exists():
+            shutil.rmtree(old)
+        if d.exists():
+            os.rename(d, old)
+        os.rename(work, d)
+        shutil.rmtree(old, ignore_errors=True)
 
     def fetch(self, stage: str, key: str, manifest: Manifest) -> Path:
         """Bring a complete stage's manifest-listed files into the mirror, sha256-checked; return the mirror dir."""
@@ -230,12 +263,22 @@ class Store:
         write_manifest(d, manifest)
         return d
 
-    def publish(self, stage: str, key: str, manifest: Manifest, extra: list[str] = ()) -> None:
-        """Upload the manifest-listed files and the extra (artifact) files, then the manifest last."""
+    def publish(self, stage: str, key: str, manifest: Manifest, extra: list[str] = (),
+                work: Path | None = None) -> None:
+        """Write the manifest in `work` (the directory prepare() gave) and move it into the stage's place; then
+        upload the manifest-listed files and the extra (artifact) files, the manifest last. A complete output
+        already in the store whose digests differ loses its manifest first: the objects about to be overwritten
+        would no longer match it (a rerun of a deterministic stage uploads the same bytes and keeps it)."""
         d = self.local_dir(stage, key)
-        write_manifest(d, manifest)
+        work = Path(work) if work is not None else d
+        write_manifest(work, manifest)
+        if work != d:
+            self._swap(work, d)
         if not self.remote:
             return
+        old = self.read_manifest(stage, key)
+        if old is not None and old.digests != manifest.digests:
+            self._io("deleting from", self.fs.rm_file, self.path(stage, key, MANIFEST))
         rels = [s.path for o in manifest.outputs.values() for s in o.shards]
         rels += [r for r in extra if (d / r).is_file() and r not in rels]
         if rels:
@@ -255,8 +298,14 @@ class Store:
             except Exception:  # a leftover costs storage, not correctness
                 pass
 
-    def mark_failed(self, stage: str, key: str, message: str) -> None:
-        write_bytes(self.local_dir(stage, key) / FAILED, (message + "\n").encode())
+    def mark_failed(self, stage: str, key: str, message: str, work: Path | None = None) -> None:
+        """Record the failed attempt (best effort: on a full or read-only disk the error itself is what counts)."""
+        try:
+            write_bytes(Path(work or self.local_dir(stage, key)) / FAILED, (message + "\n").encode())
+        except OSError:
+            pass
+        if work is not None and Path(work) != self.local_dir(stage, key):
+            return  # a forced rerun beside a complete output: that output stands
         if self.remote:
             try:
                 self.fs.pipe_file(self.path(stage, key, FAILED), (message + "\n").encode())

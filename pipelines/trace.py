@@ -52,6 +52,34 @@ def _dir(tag: str) -> Any:
     return tag if is_url(tag) else Path(tag)
 
 
+def recorded_stage_dirs(local: Path, run: str | None = None) -> tuple[str, dict[str, tuple[Any, str]]] | None:
+    """(pipeline run, {stage: (dir, MLflow run that made the output)}) from the work_dir's run records (see
+    pipelines/runs.py), without MLflow: the latest finished run, or `run` given as its number (`15`, `#15`).
+    None when `run` is not a number, or no record exists (a work_dir from before the records)."""
+    from pipelines.runs import abs_dir, all_runs, latest
+
+    if run is None:
+        rec = latest(local)
+    elif run.lstrip("#").isdigit():
+        rec = next((r for r in all_runs(local) if r.get("number") == int(run.lstrip("#"))), None)
+        if rec is None:
+            raise TraceError(f"--run {run}: no run #{run.lstrip('#')} in {local}")
+    else:
+        return None
+    if rec is None:
+        return None
+    stages = {n: (abs_dir(local, s["dir"]), s.get("producer_run_id") or "") for n, s in rec["stages"].items()}
+    return rec.get("mlflow_run_id") or rec["name"], stages
+
+
+def rebase(stages: dict[str, tuple[Any, str]], local: Path) -> dict[str, tuple[Any, str]]:
+    """Stage dirs from MLflow tags, in this work_dir: relative tags joined to it, another copy's absolute ones
+    rebased (a moved or copied work_dir never reads the other copy's files)."""
+    from pipelines.runs import abs_dir
+
+    return {n: (abs_dir(local, str(d)), r) for n, (d, r) in stages.items()}
+
+
 def localise(stages: dict[str, tuple[Any, str]], local: Path, options: dict) -> dict[str, tuple[Path, str]]:
     """Stage dirs that are URLs (`<root>/<stage>/<key16>`) become their scratch-mirror copies, fetched and checked."""
     out = {}

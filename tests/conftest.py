@@ -48,7 +48,9 @@ def kit_config(tmp_path):
         data = {"pipeline": "kit", "work_dir": str(tmp_path / "work"), "plugins": ["pipelines.testing.stagekit"],
                 "ray": {"workers": 2}, "gen": {"shards": 4, "rows_per_shard": 30}, "upper": {}, "count": {}}
         for k, v in sections.items():
-            if isinstance(v, dict) and isinstance(data.get(k), dict):
+            if v is None:  # leave the section out (in YAML an empty section means "with its defaults")
+                data.pop(k, None)
+            elif isinstance(v, dict) and isinstance(data.get(k), dict):
                 data[k] = {**data[k], **v}
             else:
                 data[k] = v

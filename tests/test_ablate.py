@@ -117,7 +117,7 @@ def test_ablate_runs_variants_under_one_parent_and_reuses_shared_stages(ablation
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"ablation.csv", "ablation.md",
                                                                           "ablation.png"}
     # a document the quality stage dropped is traced like a clean drop
-    reject = _rows(v2["quality"], "rejects")[0]
+    reject = _rows(v2["quality"], "rejects", yaml.safe_load(ablation_config.read_text())["work_dir"])[0]
     out = CliRunner().invoke(app, ["trace", str(ablation_config), "--doc", reject["id"], "--run",
                                    v2["quality"].data.tags["mlflow.parentRunId"], "--json"])
     assert out.exit_code == 0, out.output
@@ -130,6 +130,6 @@ def test_ablate_runs_variants_under_one_parent_and_reuses_shared_stages(ablation
     assert " run\n" not in again.output  # everything is cached now
 
 
-def _rows(run, output: str) -> list[dict]:
-    d = Path(run.data.tags["zhgpt.stage_dir"])
+def _rows(run, output: str, work_dir: str) -> list[dict]:
+    d = Path(work_dir) / run.data.tags["zhgpt.stage_dir"]  # relative to the work_dir
     return [r for p in sorted(d.glob(f"{output}/*.parquet")) for r in pq.read_table(p).to_pylist()]

@@ -27,7 +27,7 @@ def one_line_error(res) -> str:
 
 def test_unknown_key(kit_config):
     line = one_line_error(CliRunner().invoke(app, ["run", str(kit_config(upper={"sufix": "x"}))]))
-    assert line == "config error: upper.sufix: unknown key (value 'x')"
+    assert line == "config error: upper.sufix: unknown key — did you mean suffix?"
 
 
 def test_wrong_type(kit_config):

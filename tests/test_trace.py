@@ -82,11 +82,12 @@ def test_lookup_opens_only_indexes_and_needed_shards(e2e_run):
     from pipelines.cli import tracking_uri_of
     from pipelines.config import load
     from pipelines.stage import ordered
-    from pipelines.trace import run_stage_dirs, trace_docs
+    from pipelines.trace import rebase, run_stage_dirs, trace_docs
 
     cfg_path, report, site = e2e_run
     cfg = load(cfg_path)
     _, stages = run_stage_dirs(MlflowClient(tracking_uri_of(cfg)), cfg.pipeline, None)
+    stages = rebase(stages, cfg.local_dir)  # the tags are relative to the work_dir
     opened: list[str] = []
     work = str(cfg.work_dir)
     sys.addaudithook(lambda ev, args: opened.append(str(args[0])) if ev == "open" and str(args[0]).startswith(work)

@@ -42,7 +42,13 @@ def run(ctx: StageContext) -> StageResult:
     results = ctx.map(clean_shard, items, rows_of=lambda r: r[0].rows)
     stats = summarise([r[2] for r in results], ctx.cfg)
     report = write_file(json.dumps(stats, indent=1, sort_keys=True).encode(), ctx.out_dir, "report/clean_stats.json")
-    ctx.log(f"kept {stats['docs_kept']:.0f}/{stats.get('docs_in', 0):.0f} documents; "
-            + ", ".join(f"{k.split('.', 1)[1]}={v:.0f}" for k, v in stats.items() if k.startswith("rejected.") and v))
     return StageResult(outputs={"docs": [r[0] for r in results], "rejects": [r[1] for r in results]},
-                       stats=stats, artifacts=[report.path])
+                       stats=stats, artifacts=[report.path], summary=summary(stats))
+
+
+def summary(stats: dict[str, float]) -> str:
+    """`kept 477 of 1,082 (rejected: min_cjk_ratio 297, min_chars 134, ...)`: rules by the documents they took."""
+    rejected = sorted(((k.split(".", 1)[1], v) for k, v in stats.items() if k.startswith("rejected.") and v),
+                      key=lambda kv: -kv[1])
+    why = ", ".join(f"{rule} {n:,.0f}" for rule, n in rejected)
+    return f"kept {stats['docs_kept']:,.0f} of {stats.get('docs_in', 0):,.0f}" + (f" (rejected: {why})" if why else "")

@@ -68,7 +68,11 @@ def run(ctx: StageContext) -> StageResult:
     against = Stats.total({sources[s].name: c} for s, c in sorted(counts["against_by_source"].items()))
     extra = {"banding": list(banding), "against_removed": against,
              "against_sigs_cached": sum(st.get("cached", False) for st in signed[n_in:])}
-    return StageResult(outputs={"docs": [w["docs"] for w in written], "duplicates": [w["dups"] for w in written]},
+    said = (f"kept {stats['docs_kept']:,.0f} of {stats['docs_in']:,.0f} (removed: {stats['exact_dups']:,.0f} exact "
+            f"and {stats['near_dups']:,.0f} near duplicates" + (f", {stats['against_dups']:,.0f} already in "
+                                                                 "`against`" if stats["against_dups"] else "") + ")")
+    return StageResult(summary=said,
+                       outputs={"docs": [w["docs"] for w in written], "duplicates": [w["dups"] for w in written]},
                        stats=stats, extra=extra, artifacts=artifacts)
 
 

@@ -142,4 +142,8 @@ def run(ctx: StageContext) -> StageResult:
     extra = {**facts, "sources": sources, "tokens_per_source": tokens_per_source(enc),
              "rows_per_source": rows_per_source(packed, jobs), "tail_policy": "drop",
              "split_rows": {s: sum(x.rows for x in outputs[s]) for s in SPLITS}, "val_moved": moved}
-    return StageResult(outputs=outputs, stats=summarise(enc, packed, jobs, facts), extra=extra)
+    stats = summarise(enc, packed, jobs, facts)
+    said = (f"{stats['tokens']:,.0f} tokens from {stats['docs']:,.0f} documents ({stats['chars_per_token']:.2f} "
+            f"characters per token) -> " + ", ".join(f"{s} {stats[f'{s}_rows']:,.0f} rows" for s in SPLITS)
+            + f" of {facts['seq_len']} tokens")
+    return StageResult(outputs=outputs, stats=stats, extra=extra, summary=said)

@@ -44,4 +44,8 @@ def run(ctx: StageContext) -> StageResult:
     stats = {"vocab_size": facts["vocab_size"], "pinned": int(cfg.model_path is not None), **counts}
     extra = {**facts, "model_type": cfg.model_type if cfg.model_path is None else "pinned",
              "byte_fallback": facts["byte_pieces"] > 0, "pinned": cfg.model_path is not None}
-    return StageResult(outputs={"model": shards}, stats=stats, extra=extra, artifacts=[MODEL, VOCAB])
+    made = "pinned" if cfg.model_path is not None else f"trained a {extra['model_type']}"
+    size = sum(s.bytes for s in shards)
+    said = (f"{made} tokenizer: vocab {facts['vocab_size']:,}, {len(shards)} file(s), {size / 1e3:,.0f} kB"
+            + (f", from {counts['train_lines']:,.0f} lines" if counts.get("train_lines") else ""))
+    return StageResult(outputs={"model": shards}, stats=stats, extra=extra, artifacts=[MODEL, VOCAB], summary=said)

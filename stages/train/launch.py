@@ -92,6 +92,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
     import torch
 
+    from pipelines.progress import channel
     from stages.train.metrics import MetricLog
 
     cfg, inputs = config["cfg"], RunInputs(**config["inputs"])
@@ -108,12 +109,15 @@ def train_loop_per_worker(config: dict) -> None:
     log = MetricLog(inputs.tracking_uri, t.run_id, cfg["log_every"]) if t.rank == 0 else MetricLog("", None, 1)
     every = CheckpointConfig(**cfg["checkpoint"]).every
     times: list[float] = []  # wall time from one step's end to the next's: logging and reporting included
+    progress = channel(inputs.progress_dir) if t.rank == 0 and inputs.progress_dir else None
     clock = time.perf_counter()
 
     def on_step(tr: Trainer, m: dict[str, float]) -> None:
         nonlocal clock
         log.add(tr.step, m)
         last = tr.step == tr.max_steps
+        if progress is not None:
+            progress.put(force=last, step=tr.step, total=tr.max_steps, loss=m["loss"], tokens_per_s=m["tokens_per_s"])
         if last or (every and tr.step % every == 0):
             log.flush()
             if last:  # the median step time after warm-up: what bench/train.py compares with a plain loop

@@ -105,7 +105,8 @@ def run_inputs(ctx: StageContext, info: TokenInfo, model: dict, sp) -> RunInputs
                      torch_threads=par.torch_threads or max(1, cluster_cpus() // par.num_workers),
                      tracking_uri=ctx.tracking_uri, mlflow_run_id=ctx.mlflow_run_id,
                      init_from=str(c.init_from) if c.init_from else None,
-                     fault=os.environ.get(FAULT_ENV), fault_marker=str(ctx.partial_dir / "fault-marker"))
+                     fault=os.environ.get(FAULT_ENV), fault_marker=str(ctx.partial_dir / "fault-marker"),
+                     progress_dir=str(ctx.out_dir))
 
 
 def copy_shard(src: Path, stage_dir: Path, rel: str) -> ShardInfo:
@@ -165,5 +166,7 @@ def run(ctx: StageContext) -> StageResult:
     extra = {"model": meta["model"], "tokenizer_digest": info.tokenizer_digest, "sources": meta["sources"],
              "mix": dict(c.mix), "seen_per_source": meta["seen_per_source"],
              "mlflow_metrics_run_id": meta.get("mlflow_run_id") or ctx.mlflow_run_id}
+    said = (f"{stats['steps']:,.0f} steps, {stats['tokens']:,.0f} tokens; val {stats['val_bpb']:.3f} bits per byte "
+            f"({stats['bpb_ratio']:.3f} of unigram); samples {cjk:.0%} CJK")
     return StageResult(outputs={"checkpoints": ckpts, "export": export}, stats=stats, extra=extra,
-                       artifacts=["samples.txt"])
+                       artifacts=["samples.txt"], summary=said)

@@ -45,6 +45,7 @@ class RunInputs:
     init_from: str | None = None  # a checkpoint directory
     fault: str | None = None  # the driver's ZHGPT_FAULT
     fault_marker: str | None = None  # makes each injected fault fire once
+    progress_dir: str | None = None  # the stage directory: rank 0 writes `step N/M` to its progress channel
 
 
 class Trainer:
