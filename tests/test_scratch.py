@@ -21,13 +21,13 @@ def _config(tmp_path: Path, work: str) -> Path:
     src = tmp_path / "corpus"
     src.mkdir(exist_ok=True)
     docs = sample_docs().to_pylist()
-    for k in range(3):  # 3 files -> 3 crawl, clean and dedupe shards -> 3 sign tasks
+    for k in range(3):  # 3 files, 1 per task -> 3 crawl, clean and dedupe shards -> 3 sign tasks
         with open(src / f"part-{k}.jsonl", "w", encoding="utf-8") as fh:
             for d in docs[k::3] + docs[:5] * (k == 2):  # the last file repeats 5 documents: exact duplicates
                 fh.write(json.dumps({"url": d["url"], "text": d["text"]}, ensure_ascii=False) + "\n")
     return write_config(tmp_path / f"{work}.yaml", {
         "pipeline": "scratch", "work_dir": str(tmp_path / work), "ray": {"workers": 2},
-        "crawl": {"sources": [{"name": "t", "type": "files", "paths": [str(src)]}]},
+        "crawl": {"sources": [{"name": "t", "type": "files", "paths": [str(src)], "files_per_task": 1}]},
         "clean": {}, "dedupe": {"partitions": 2}})
 
 
