@@ -244,15 +244,15 @@ def crawl_partition(src, cfg, rnd: int, part: int, items: list[list], out_dir: s
     """Ray task: fetch one partition's URLs for one round (resuming from its journal after a kill); write its docs,
     log and WARC shards. `faults` is the driver's ZHGPT_FAULT (the session's Ray workers may not have it)."""
     rel, partial = f"{src.name}-r{rnd:03d}-p{part:03d}", Path(partial)
-    marker, work = partial / "rounds" / f"{rel}.json", partial / "work" / rel
+    marker, journal_dir = partial / "rounds" / f"{rel}.json", partial / "journals" / rel
     if marker.exists():  # finished before a kill: nothing is fetched twice
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(journal_dir, ignore_errors=True)
         return read_json(marker)
     if faults:
         os.environ[FAULT_ENV] = faults
     else:
         os.environ.pop(FAULT_ENV, None)
-    journal = Journal(work, items)
+    journal = Journal(journal_dir, items)
     info = RoundInfo(src.name, rnd, cfg.extract, agent_token(cfg.user_agent), cfg.fetched_at)
     try:
         ready = {h: max(t, journal.ready.get(h, 0.0)) for h, t in {**journal.ready, **(ready or {})}.items()}

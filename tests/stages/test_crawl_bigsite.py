@@ -62,7 +62,7 @@ def test_two_workers_share_one_host_and_give_the_same_outputs(big_site, one_work
     _, out = run_stage("crawl", big_cfg(big_site), {}, tmp_path / "crawl", workers=2)
     assert digests(out) == one_worker
     assert helper_pages(out.dir) > 0  # the second worker processed pages of the one host
-    assert not list(out.dir.glob(".partial/t/work/*"))  # each round's journal is gone once its shards are cut
+    assert not list(out.dir.glob(".partial/t/journals/*"))  # each round's journal is gone once its shards are cut
 
 
 def test_kill_mid_round_resumes_with_few_refetches(big_site, one_worker, ray_session, tmp_path, monkeypatch):
@@ -121,7 +121,7 @@ def test_task_stops_fetching_when_its_driver_dies(tmp_path):
         assert sum(len(v) for p, v in server.hits.items() if p.startswith("/hold/")) == 2
     finally:
         server.close()
-    assert Journal(tmp_path / ".partial/work/t-r000-p000", urls).done == {0, 1}  # saved before it stopped
+    assert Journal(tmp_path / ".partial/journals/t-r000-p000", urls).done == {0, 1}  # saved before it stopped
 
 
 def _alive(proc: psutil.Process) -> bool:
