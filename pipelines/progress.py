@@ -1,5 +1,6 @@
-"""Progress display: one rich line per stage on a TTY (tasks, rows, MB/s, ETA), plain periodic lines otherwise
-(a start line, at most one line every EVERY seconds per stage, an end line: never one line per task).
+"""Progress display: one rich line per stage on a TTY (tasks, rows, MB/s, ETA), plain periodic lines otherwise:
+per stage, the task count and the end of its first map, then at most one line every EVERY seconds, whatever the
+number of tasks and of map() calls (a stage's `<stage>.<step>` maps, like its index, count as the stage's own).
 
 The progress channel: any stage code, including a Ray Train worker (which has no StageContext), appends JSON
 lines to `<stage dir>/.partial/progress.jsonl` with `channel(out_dir).put(step=..., total=..., ...)`; while a
@@ -55,18 +56,24 @@ class PlainProgress(Progress):
     def __init__(self) -> None:
         self.t0: dict[str, float] = {}
         self.total: dict[str, int] = {}
-        self.last: dict[str, float] = {}
+        self.last: dict[str, float] = {}  # per stage (the part before any '.'): when its last line was printed
+        self.ended: set[str] = set()  # stages whose first map has ended
 
     def start(self, stage: str, total: int) -> None:
-        self.t0[stage], self.total[stage], self.last[stage] = time.time(), total, time.time()
-        self.log(f"[{stage}] {total} task(s)")
+        self.t0[stage], self.total[stage] = time.time(), total
+        if stage.split(".")[0] not in self.last:
+            self.last[stage.split(".")[0]] = time.time()
+            self.log(f"[{stage}] {total} task(s)")
 
     def advance(self, stage: str, done: int, rows: int, nbytes: int = 0) -> None:
-        now = time.time()
-        if done < self.total.get(stage, 0) and now - self.last.get(stage, 0) < EVERY:
+        now, key, total = time.time(), stage.split(".")[0], self.total.get(stage, 0)
+        first_end = done >= total and key not in self.ended
+        if done >= total:
+            self.ended.add(key)
+        if not first_end and now - self.last.get(key, 0) < EVERY:
             return
-        self.last[stage] = now
-        self.log(f"[{stage}] " + describe(done, self.total.get(stage, 0), rows, nbytes, now - self.t0.get(stage, now)))
+        self.last[key] = now
+        self.log(f"[{stage}] " + describe(done, total, rows, nbytes, now - self.t0.get(stage, now)))
 
     def step(self, stage: str, rec: dict[str, Any]) -> None:
         now = time.time()

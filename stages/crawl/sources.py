@@ -147,9 +147,9 @@ def number_lines(ctx, groups: list[list[Piece]], cwd: str) -> list[list[Piece]]:
     return groups
 
 
-def run_sources(ctx, src) -> tuple[dict[str, list], Stats]:
-    """Fan a warc or files source out over Ray; its shards in plan order, and its counts: page fates, plus the
-    record reasons under `records`. Fails (one line) when the source is unusable (see `check_read`)."""
+def run_sources(ctx, src) -> tuple[dict[str, list], Stats, str]:
+    """Fan a warc or files source out over Ray; its shards in plan order, its counts (page fates, plus the record
+    reasons under `records`) and its summary line. Fails (one line) when the source is unusable (`check_read`)."""
     xcfg, out_dir, cwd = ctx.cfg.extract, str(ctx.out_dir), os.getcwd()
     if src.type == "warc":
         files = expand(src)
@@ -165,11 +165,12 @@ def run_sources(ctx, src) -> tuple[dict[str, list], Stats]:
     counts = Stats.total(r["counts"] for r in results)
     records = Stats.total((r["records"] for r in results), read=0)
     docs = sum(r["docs"][0].rows for r in results)
-    ctx.log(summary(src, docs, len(files), kinds, counts, records))
     check_read(src, docs, len(files), kinds, counts, records, next((r["first_bad"] for r in results
                                                                     if r["first_bad"]), None))
+    line = summary(src, docs, len(files), kinds, counts, records)
     counts["records"] = records
-    return {"docs": [s for r in results for s in r["docs"]], "log": [s for r in results for s in r["log"]]}, counts
+    return ({"docs": [s for r in results for s in r["docs"]], "log": [s for r in results for s in r["log"]]},
+            counts, line)
 
 
 def summary(src, docs: int, files: int, kinds: set, counts: Stats, records: Stats) -> str:

@@ -77,20 +77,26 @@ def run(ctx: StageContext) -> StageResult:
     records = Stats(dict.fromkeys(("read",) + REASONS, 0)) if any(s.type != "seeds" for s in ctx.cfg.sources) \
         else Stats()
     extra: dict = {"provenance": {}}
+    said: list[str] = []  # a line per files/warc source; the URL fates of the seeds sources go first
     for i, src in enumerate(ctx.cfg.sources):
         if src.provenance is not None:
             extra["provenance"][src.name] = provenance(src.provenance)
-        shards, got = run_seeds(ctx, i, src) if src.type == "seeds" else run_sources(ctx, src)
+        if src.type == "seeds":
+            shards, got = run_seeds(ctx, i, src)
+        else:
+            shards, got, line = run_sources(ctx, src)
+            said.append(line)
         for k, v in shards.items():
             outputs[k].extend(v)
         records.add(got.pop("records", {}))
         counts.add(got)
     remove_temps(ctx.out_dir)  # a writer killed mid-file (a task Ray retried) left its temporary file behind
     docs = sum(s.rows for s in outputs["docs"])
-    extra["summary"] = summary(counts, docs)
-    if not docs:
-        extra["summary"] += f". No documents: {why_empty(ctx, outputs['log'], counts)}"
-    ctx.log(extra["summary"])
+    if any(src.type == "seeds" for src in ctx.cfg.sources):
+        said.insert(0, summary(counts, docs))
+        if not docs:  # (a files/warc source without documents has already failed the stage)
+            said[0] += f". No documents: {why_empty(ctx, outputs['log'], counts)}"
+    extra["summary"] = "; ".join(said)
     if not outputs["docs"]:  # downstream stages read a schema even from an empty crawl
         empty_docs, empty_log = _empty_docs(ctx)
         outputs["docs"].append(empty_docs)
