@@ -40,6 +40,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
+from pipelines.gc import size_of
 from pipelines.testing.corpus import generate, url_of
 from pipelines.testing.procs import TreeMonitor
 
@@ -174,16 +175,12 @@ def measure(args, n: int) -> dict:
                                  args.verbose)
     dirs = describe(run_dir / "work", corpus, stages)
     result = {"docs": n, "code": str(args.code), "cores": os.cpu_count(), "total": total, "stages": stages,
-              "recall": recall(corpus, dirs), "work_mb": _du(run_dir / "work") / 1e6}
+              "recall": recall(corpus, dirs), "work_mb": size_of(run_dir / "work") / 1e6}
     for f in ("run.log", "run.mem.tsv"):  # kept beside the corpora: the pipeline's log, memory over time
         shutil.copy(run_dir / f, args.root / f"{run_dir.name}.{f}")
     if not args.keep:
         shutil.rmtree(run_dir)
     return result
-
-
-def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def table(r: dict) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
 from multiprocessing import get_context
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipelines.io import atomic_path
 
 MEDIAN_CHARS, SIGMA, MIN_SENTENCES = 600, 0.9, 3
 EDIT_FRACTION = 0.01
@@ -103,14 +104,12 @@ def document(seed: int, i: int, n: int, exact: float, near: float) -> tuple[str,
 def write_file(args: tuple) -> list[tuple[int, int, str]]:
     path, seed, lo, hi, n, exact, near = args
     planted = []
-    tmp = Path(f"{path}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for i in range(lo, hi):
             text, copy = document(seed, i, n, exact, near)
             fh.write(json.dumps({"url": url_of(i), "title": f"文档 {i}", "text": text}, ensure_ascii=False) + "\n")
             if copy:
                 planted.append(copy)
-    os.replace(tmp, path)
     return planted
 
 
@@ -127,6 +126,6 @@ def generate(root: Path, n: int, per_file: int, seed: int, exact: float, near: f
         planted = [c for part in pool.imap(write_file, jobs) for c in part]
     table = pa.table({"copy": [c[0] for c in planted], "original": [c[1] for c in planted],
                       "kind": [c[2] for c in planted]})
-    pq.write_table(table, d / "planted.tmp.parquet")
-    os.replace(d / "planted.tmp.parquet", d / "planted.parquet")
+    with atomic_path(d / "planted.parquet") as tmp:
+        pq.write_table(table, tmp)
     return d

@@ -39,12 +39,25 @@ def _stat(pid: int) -> tuple[int, float, int] | None:
     return int(f[1]), (int(f[11]) + int(f[12])) / TICK, int(f[19])
 
 
-def rss_mb(pid: int, field: str = "VmHWM") -> float:
-    """VmHWM (peak resident set) or VmRSS (resident now) of a process, in MB."""
+def _status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as {field: value text} (empty when the process is gone)."""
+    out = {}
     for line in (read_proc(pid, "status") or "").splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        name, sep, value = line.partition(":")
+        if sep:
+            out[name] = value
+    return out
+
+
+def _mb(status: dict[str, str], key: str) -> float:
+    """A kB field of a parsed status (VmHWM, VmRSS, RssAnon...) in MB; 0 when absent."""
+    value = status.get(key)
+    return int(value.split()[0]) / 1024 if value is not None else 0.0
+
+
+def rss_mb(pid: int, key: str = "VmHWM") -> float:
+    """VmHWM (peak resident set) or VmRSS (resident now) of a process, in MB."""
+    return _mb(_status(pid), key)
 
 
 def is_ray_worker(pid: int) -> bool:
@@ -54,19 +67,22 @@ def is_ray_worker(pid: int) -> bool:
 
 def descendants(root: int) -> list[int]:
     """root and every process below it, each after its parent."""
-    return [pid for pid, _ in _tree(root)]
+    return [pid for pid, _, _ in _tree(root)]
 
 
-def _tree(root: int) -> list[tuple[int, int]]:
-    """(pid, parent pid) of root and every process below it, parents first."""
+def _tree(root: int) -> list[tuple[int, int, tuple[int, float, int] | None]]:
+    """(pid, parent pid, its _stat as read to build the tree) of root and every process below it, parents first
+    (root's stat is None when it is gone)."""
     kids: dict[int, list[int]] = {}
+    stats: dict[int, tuple[int, float, int]] = {}
     for d in os.listdir("/proc"):
         if d.isdigit() and (st := _stat(int(d))) is not None:
+            stats[int(d)] = st
             kids.setdefault(st[0], []).append(int(d))
     out, todo = [], [(root, 0)]
     while todo:
         pid, parent = todo.pop()
-        out.append((pid, parent))
+        out.append((pid, parent, stats.get(pid)))
         todo.extend((k, pid) for k in kids.get(pid, []))
     return out
 
@@ -114,8 +130,7 @@ class TreeMonitor:
         anon = {r: 0.0 for r in ROLES}
         with self.lock:
             role_of: dict[int, str] = {}  # a process a worker started (a trainer in a child) counts as a worker
-            for pid, parent in _tree(self.root):
-                st = _stat(pid)
+            for pid, parent, st in _tree(self.root):
                 if st is None:
                     continue
                 key = (pid, st[2])
@@ -124,12 +139,13 @@ class TreeMonitor:
                                        if is_ray_worker(pid) or role_of.get(parent) == "workers" else "ray")
                 role_of[pid] = self.roles[key]
                 self.cpu[key] = st[1]
-                self.peak[key] = max(self.peak.get(key, 0.0), rss_mb(pid))
-                self.anon[key] = max(self.anon.get(key, 0.0), rss_mb(pid, "RssAnon"))
+                status = _status(pid)
+                self.peak[key] = max(self.peak.get(key, 0.0), _mb(status, "VmHWM"))
+                self.anon[key] = max(self.anon.get(key, 0.0), _mb(status, "RssAnon"))
                 if self.timeline is not None:
                     role = self.roles[key]
-                    now[role] = max(now[role], rss_mb(pid, "VmRSS"))
-                    anon[role] = max(anon[role], rss_mb(pid, "RssAnon"))
+                    now[role] = max(now[role], _mb(status, "VmRSS"))
+                    anon[role] = max(anon[role], _mb(status, "RssAnon"))
             if self.timeline is not None:
                 self.timeline.append((time.perf_counter(), now["driver"], now["workers"], anon["workers"]))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipelines.stage import StageContext, StageResult
 from pipelines.stats import Stats
-from stages.tokenizer.sample import line_threshold, sample_task, train_task
+from stages.tokenizer.sample import line_threshold, lines_file, sample_task, train_task
 from stages.tokenizer.train import MODEL, VOCAB, describe, write_model
 
 
@@ -25,7 +25,7 @@ def train(ctx: StageContext) -> tuple[list, dict[str, int]]:
     counts = Stats.total(parts, train_docs=0, train_chars=0, train_lines=0)
     if counts["train_lines"] == 0:
         raise ValueError("no text to train on: the dedupe output has no non-empty documents")
-    files = [str(lines / f"s-{i:05d}.arrow") for i in range(len(paths))]
+    files = [str(lines_file(lines, i)) for i in range(len(paths))]
     cpus = min(cfg.num_threads, int(ray.cluster_resources().get("CPU", 1)))  # never ask for more than exists
     threshold = line_threshold(cfg, counts["train_lines"])
     [(shards, fed)] = ctx.map(train_task, [(files, cfg, str(ctx.out_dir), threshold)], num_cpus=max(1, cpus))
