@@ -19,16 +19,13 @@ import pyarrow.parquet as pq
 
 
 def on_run(cfg_path: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from pipelines.cli import tracking_uri_of
+    from pipelines.cli import trace_stages
     from pipelines.config import load
     from pipelines.stage import ordered
-    from pipelines.trace import rebase, run_stage_dirs, trace_docs
+    from pipelines.trace import trace_docs
 
     cfg = load(cfg_path)
-    _, stages = run_stage_dirs(MlflowClient(tracking_uri_of(cfg)), cfg.pipeline, None)
-    stages = rebase(stages, cfg.local_dir)
+    _, stages = trace_stages(cfg, None)
     order = ordered(list(stages))
     crawl_docs = [p for p in (stages[order[0]][0] / "docs").glob("*.parquet")]
     urls = pq.read_table(crawl_docs[0], columns=["url"]).column("url").to_pylist()[:50]

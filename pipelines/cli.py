@@ -82,7 +82,7 @@ def execute(cfg: RootBase, from_: str | None = None, only: str | None = None, fo
     progress = make_progress()
     try:
         lineage = lineage or Lineage(uri, cfg.pipeline, cfg.local_dir, deferred=deferred)
-        runner = Runner(cfg, lineage, progress, workers=None, fresh=fresh, label=label, tags=tags,
+        runner = Runner(cfg, lineage, progress, fresh=fresh, label=label, tags=tags,
                         start_ray=lambda: init_ray(cfg.ray, cfg.local_dir, progress))
         return runner.run(from_=from_, only=only, force=force)
     finally:
@@ -142,7 +142,7 @@ def run(config: Path = ConfigArg,
         fail(f"MLflow tracking store {tracking_uri_of(cfg)}: {one_line(exc)}", 1)
     from pipelines.console import print_summary
 
-    print_summary(cfg, report)
+    print_summary(report)
 
 
 class sigterm_as_interrupt:
@@ -302,17 +302,13 @@ def trace(config: Path = ConfigArg, url: Optional[str] = typer.Option(None, "--u
 def trace_stages(cfg: RootBase, run_id: str | None):
     """The run's stage dirs: from the work_dir's run records (no MLflow), else (an MLflow run id, or a work_dir
     from before the records) from MLflow, rebased into this work_dir."""
+    from pipelines.journal import mlflow_client
     from pipelines.trace import rebase, recorded_stage_dirs, run_stage_dirs
 
     found = recorded_stage_dirs(cfg.local_dir, run_id)
     if found is not None:
         return found
-    from mlflow.tracking import MlflowClient
-
-    from pipelines.journal import flush_pending
-
-    flush_pending(cfg.local_dir)
-    parent, stages = run_stage_dirs(MlflowClient(tracking_uri_of(cfg)), cfg.pipeline, run_id)
+    parent, stages = run_stage_dirs(mlflow_client(cfg.local_dir, tracking_uri_of(cfg)), cfg.pipeline, run_id)
     return parent, rebase(stages, cfg.local_dir)
 
 

@@ -30,7 +30,7 @@ def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not math.isnan(x)
 
 
-def print_summary(cfg: Any, report: Any) -> None:
+def print_summary(report: Any) -> None:
     import typer
 
     rows = []

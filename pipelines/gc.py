@@ -32,12 +32,9 @@ def referenced(cfg: Any, uri: str) -> set[Path]:
 
 def mlflow_dirs(local: Path, uri: str) -> set[Path]:
     """Stage dirs named by the kept (not deleted) runs of every experiment in the tracking store."""
-    from mlflow.tracking import MlflowClient
+    from pipelines.journal import mlflow_client
 
-    from pipelines.journal import flush_pending
-
-    flush_pending(local)
-    client = MlflowClient(uri)
+    client = mlflow_client(local, uri)
     exps = [e.experiment_id for e in client.search_experiments()]
     out: set[Path] = set()
     for i in range(0, len(exps), 100):

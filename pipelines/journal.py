@@ -41,7 +41,7 @@ def hand_over(lineage: Any, events: list[list[Any]]) -> Path:
                       "tag": tag, "events": events, "record": str(lineage.record_path or "")})
     with open(lineage.work_dir / LOG, "ab") as log:  # the writer keeps its own copy of the handle
         subprocess.Popen([sys.executable, "-m", "pipelines.journal", str(path)], stdin=subprocess.DEVNULL,
-                         stdout=log, stderr=log, start_new_session=True, cwd=os.getcwd(), env=os.environ.copy())
+                         stdout=log, stderr=log, start_new_session=True)
     return path
 
 
@@ -52,6 +52,14 @@ def flush_pending(work_dir: Path) -> int:
     for path in sorted(d.glob("*.json")) if d.is_dir() else []:
         n += replay_file(path)
     return n
+
+
+def mlflow_client(work_dir: Path, uri: str) -> Any:
+    """An MlflowClient on `uri`, once the work_dir's pending journals are written (MLflow imported only here)."""
+    from mlflow.tracking import MlflowClient
+
+    flush_pending(work_dir)
+    return MlflowClient(uri)
 
 
 def replay_file(path: Path) -> int:

@@ -55,7 +55,6 @@ class Lineage:
         self.events: list[list[Any]] | None = [] if deferred else None
         self.parent: str | None = None
         self.headline: dict[str, float] = {}
-        self.run_name: str | None = None
         self.record_path: Path | None = None  # the work_dir's run record (pipelines/runs.py), set by the runner
         if not deferred:
             self.live()
@@ -96,9 +95,9 @@ class Lineage:
     def start_parent(self, cfg: Any, name: str | None = None, tags: dict[str, str] | None = None) -> str | None:
         from pipelines.config import public_dump, resolved_yaml
 
-        self.run_name = name or f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_name = name or f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}"
         tags = {"zhgpt.kind": "pipeline", "zhgpt.work_dir": str(cfg.work_dir), **(tags or {})}
-        self._record("parent", self.run_name, tags, flatten(public_dump(cfg)), resolved_yaml(cfg))
+        self._record("parent", run_name, tags, flatten(public_dump(cfg)), resolved_yaml(cfg))
         return self.parent
 
     def _parent(self, name: str, tags: dict[str, str], params: dict[str, str], config_yaml: str) -> None:

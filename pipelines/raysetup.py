@@ -17,32 +17,31 @@ from pipelines.config import RayConfig
 from pipelines.logfile import quiet_libraries
 
 
-def init_ray(rc: RayConfig, work_dir: Path | None = None, progress: Any = None) -> int:
+def init_ray(rc: RayConfig, work_dir: Path, progress: Any) -> int:
     """Start or join Ray once per process; return the default number of concurrent tasks per stage."""
     import ray
 
-    if not ray.is_initialized():
-        log = quiet_libraries(work_dir) if work_dir is not None else None
+    started = not ray.is_initialized()
+    if started:
+        log = quiet_libraries(work_dir)
         # what workers on other nodes need: test hooks, the tracking store, and (AWS_*) the store of record
         env = {k: v for k, v in os.environ.items() if k.startswith(("ZHGPT_", "MLFLOW_", "AWS_"))}
         # Worker output (Ray Train's controller and workers included) stays in Ray's session logs rather than
         # streaming to this console: stages report through ctx.log and the progress channel.
-        quiet = log is not None
         if rc.address:
-            ray.init(address=rc.address, logging_level=logging.WARNING, log_to_driver=not quiet,
+            ray.init(address=rc.address, logging_level=logging.WARNING, log_to_driver=False,
                      runtime_env={"env_vars": env} if env else None)
         else:
             # "local" never silently joins a cluster left running by someone else. The dashboard serves Ray's state
             # API, which Ray Train's placement-group cleaner polls every second: without it each poll fails and
             # prints a warning (~280 lines in a quickstart). It costs ~2 CPU-s at start-up.
             ray.init(address="local", num_cpus=rc.num_cpus, include_dashboard=True, logging_level=logging.WARNING,
-                     log_to_driver=not quiet)
+                     log_to_driver=False)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stays a KeyboardInterrupt here
-        if progress is not None:
-            what = f"joined Ray at {rc.address}" if rc.address else "started local Ray"
-            progress.log(f"ray: {what} ({int(ray.cluster_resources().get('CPU', 1))} CPUs); "
-                         f"library messages: {log}" + (f", Ray's own logs: {_session_dir()}" if quiet else ""))
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    if started:
+        what = f"joined Ray at {rc.address}" if rc.address else "started local Ray"
+        progress.log(f"ray: {what} ({cpus} CPUs); library messages: {log}, Ray's own logs: {_session_dir()}")
     return rc.workers or cpus
 
 

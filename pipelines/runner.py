@@ -186,16 +186,16 @@ def stage_metrics(m: Manifest, upstream: dict[str, Manifest]) -> dict[str, float
 
 
 class Runner:
-    """`workers` None: Ray is started (start_ray() -> workers) when the first stage executes, never for a run
-    whose stages are all cached. `label` and `tags` describe the run (its MLflow name and tags)."""
+    """Ray is started (start_ray() -> workers) when the first stage executes, never for a run whose stages are
+    all cached. `label` and `tags` describe the run (its MLflow name and tags)."""
 
-    def __init__(self, cfg: RootBase, lineage: Any, progress: Progress | None = None, workers: int | None = 1,
-                 fresh: bool = False, start_ray: Any = None, label: str = "", tags: dict[str, str] | None = None):
+    def __init__(self, cfg: RootBase, lineage: Any, progress: Progress | None = None, fresh: bool = False,
+                 start_ray: Any = None, label: str = "", tags: dict[str, str] | None = None):
         self.cfg, self.lineage, self.progress = cfg, lineage, progress or Progress()
-        self.workers, self.fresh, self.start_ray = workers, fresh, start_ray
+        self.workers: int | None = None
+        self.fresh, self.start_ray = fresh, start_ray
         self.label, self.tags = label, dict(tags or {})
         self.store = Store.of(cfg)
-        self.current: str | None = None  # the stage executing now
 
     def run(self, from_: str | None = None, only: str | None = None, force: list[str] | None = None) -> RunReport:
         todo, forced = selection(self.cfg, from_, only, force or [])
@@ -208,12 +208,7 @@ class Runner:
         try:
             for name in ordered(self.cfg.stage_names()):
                 plan = plans[name] = resolve(self.cfg, plans, name, self.store)
-                if name not in todo:
-                    if plan.complete or only is None:
-                        continue
-                    if name in input_stages(only, self.cfg.stage_names()).values():  # --only: its inputs must exist
-                        raise SelectionError(f"--only {only}: input stage {name} has no complete output for the "
-                                             f"current config; run `zhgpt run CONFIG --from {name}` first")
+                if name not in todo:  # --only's inputs were checked by check_only_inputs
                     continue
                 if plan.key is None:
                     raise SelectionError(f"stage {name}: an input stage is incomplete")
@@ -227,8 +222,8 @@ class Runner:
         except BaseException as exc:
             self._close_failed(exc)
             raise
+        self.record.finish("finished", self.lineage.parent)  # before the lineage writer, which sets its run id
         self.lineage.finish_parent("FINISHED")
-        self.record.finish("finished", self.lineage.parent)
         report.plans, report.parent_run_id = plans, self.lineage.parent
         return report
 
@@ -254,7 +249,6 @@ class Runner:
     def _execute(self, plan: StagePlan, plans: dict[str, StagePlan], fresh_dir: bool) -> None:
         assert plan.dir is not None and plan.key is not None
         self._ensure_ray()
-        self.current = plan.name
         work = plan.dir = self.store.prepare(plan.name, plan.key, fresh=fresh_dir)
         self.record.running(plan.name, work)
         upstream = self._ups(plan, plans)
@@ -284,7 +278,6 @@ class Runner:
         ups = {real: plans[real].manifest for real in plan.inputs.values()}
         self.lineage.finish_stage(plan, stage_metrics(m, ups), [plan.dir / a for a in result.artifacts])
         self.progress.log(f"[{plan.name}] done in {m.wall_seconds:.1f}s: {summary_of(m)}")
-        self.current = None
 
     def _ensure_ray(self) -> None:
         """Ray starts here, once per run, when the first stage executes (MLflow is imported meanwhile: the

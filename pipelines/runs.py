@@ -3,8 +3,9 @@
 store open cost ~3 s), and so that runs get a number (`quickstart #15`) for their MLflow name.
 
     {"number": 15, "name": "quickstart #15 --from dedupe train.max_steps=20", "status": "running|finished|failed|
-     killed", "started_at", "ended_at", "mlflow_run_id": str|null, "selection": {...}, "overrides": [...],
-     "stages": {stage: {"dir": "dedupe/ab12cd34ef56ab78", "key", "cached": bool, "producer_run_id"}}}
+     killed", "started_at", "ended_at", "mlflow_run_id": str|null, "pid", "host", "running": {"stage", "dir"}|null,
+     "tags": {"zhgpt.from": "dedupe", ...}, "stages": {stage: {"dir": "dedupe/ab12cd34ef56ab78", "key",
+     "cached": bool, "producer_run_id"}}}
 
 Stage directories are stored relative to the work_dir (URLs as they are), so a moved or copied work_dir's
 records point into itself.
@@ -121,6 +122,6 @@ def alive(rec: dict[str, Any]) -> bool:
     return True
 
 
-def latest(local: Path, status: str = "finished") -> dict[str, Any] | None:
-    done = [r for r in all_runs(local) if r.get("status") == status]
+def latest(local: Path) -> dict[str, Any] | None:
+    done = [r for r in all_runs(local) if r.get("status") == "finished"]
     return done[-1] if done else None

@@ -29,8 +29,8 @@ class TraceError(LookupError):
     """Nothing to trace (unknown URL / id / row, or no finished run): one line, exit 1."""
 
 
-def run_stage_dirs(client: Any, experiment: str, run_id: str | None) -> tuple[str, dict[str, tuple[Path, str]]]:
-    """(parent run id, {stage: (dir, child run id)}) of a pipeline run."""
+def run_stage_dirs(client: Any, experiment: str, run_id: str | None) -> tuple[str, dict[str, tuple[str, str]]]:
+    """(parent run id, {stage: (dir tag, child run id)}) of a pipeline run: the tags as written, see rebase()."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise TraceError(f"no MLflow experiment {experiment!r}: run the pipeline first")
@@ -44,12 +44,8 @@ def run_stage_dirs(client: Any, experiment: str, run_id: str | None) -> tuple[st
     kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     if not kids:
         raise TraceError(f"MLflow run {run_id} has no stage runs (is it a zhgpt pipeline run?)")
-    return run_id, {k.data.tags["zhgpt.stage"]: (_dir(k.data.tags["zhgpt.stage_dir"]), k.info.run_id) for k in kids
+    return run_id, {k.data.tags["zhgpt.stage"]: (k.data.tags["zhgpt.stage_dir"], k.info.run_id) for k in kids
                     if "zhgpt.stage_dir" in k.data.tags}
-
-
-def _dir(tag: str) -> Any:
-    return tag if is_url(tag) else Path(tag)
 
 
 def recorded_stage_dirs(local: Path, run: str | None = None) -> tuple[str, dict[str, tuple[Any, str]]] | None:
@@ -72,12 +68,12 @@ def recorded_stage_dirs(local: Path, run: str | None = None) -> tuple[str, dict[
     return rec.get("mlflow_run_id") or rec["name"], stages
 
 
-def rebase(stages: dict[str, tuple[Any, str]], local: Path) -> dict[str, tuple[Any, str]]:
+def rebase(stages: dict[str, tuple[str, str]], local: Path) -> dict[str, tuple[Any, str]]:
     """Stage dirs from MLflow tags, in this work_dir: relative tags joined to it, another copy's absolute ones
     rebased (a moved or copied work_dir never reads the other copy's files)."""
     from pipelines.runs import abs_dir
 
-    return {n: (abs_dir(local, str(d)), r) for n, (d, r) in stages.items()}
+    return {n: (abs_dir(local, d), r) for n, (d, r) in stages.items()}
 
 
 def localise(stages: dict[str, tuple[Any, str]], local: Path, options: dict) -> dict[str, tuple[Path, str]]:
