@@ -7,7 +7,7 @@
     ZHGPT_BENCH_SMOKE=1 .venv/bin/python bench/crawl.py # every section on a few pages: checks the script runs
 
 Servers: one per virtual host (127.0.0.2, 127.0.0.3, ...; loopback only) in a separate process, serving the
-sample site's real Chinese pages (those under 64 KB: 179 pages, ~31 KB mean) with 50 ms of injected latency.
+sample site's real Chinese pages (those under 64 KB: 180 pages, ~31 KB mean) with 50 ms of injected latency.
 The crawler runs in its own process (one crawl task, as a Ray worker would run it: fetch, decode, parse, links,
 trafilatura, WARC, Parquet) and reports its own CPU seconds and peak RSS.
 
@@ -41,12 +41,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENCY = 0.05
-
-
-def page_bodies() -> list[bytes]:
-    from pipelines.testing.realtext import html_files
-
-    return [p.read_bytes() for p in html_files() if p.stat().st_size < 64 << 10]
 
 
 def serve(hosts: int, port_q, bodies: list[bytes]) -> None:
@@ -160,9 +154,10 @@ def decode_cost(n: int, repeat: int) -> None:
     from charset_normalizer import from_bytes
 
     from pipelines.testing.legacy_site import CHARSET_DECL
+    from pipelines.testing.realtext import html_bodies
     from stages.crawl.encoding import BOMS, Decoded, decode, header_charset, meta_charset
 
-    utf8 = page_bodies()[:n]
+    utf8 = html_bodies()[:n]
     gbk = [CHARSET_DECL.sub("", b.decode()).encode("gbk", "xmlcharrefreplace") for b in utf8]
 
     def old_utf8(body, ctype):  # declared UTF-8: BOM checks, the header's label, a replacing decode, U+FFFD counted
@@ -198,40 +193,19 @@ def decode_cost(n: int, repeat: int) -> None:
         print(f"  {what:16} {new:>8.0f} (before: {before:.0f}, {new / before:.2f}x)")
 
 
-def _worker_cpu(exclude: int) -> dict[tuple[int, float], float]:
-    """CPU seconds so far of every Ray worker process under this one (the crawl task and its helpers, idle ones
-    too: their background threads are a cost of the crawl), keyed by (pid, start time)."""
-    import psutil
-
-    out = {}
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.pid != exclude and p.cmdline()[:1] and p.cmdline()[0].startswith("ray::"):
-                t = p.cpu_times()
-                out[(p.pid, p.create_time())] = t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            continue
-    return out
-
-
-def _ray_crawl(task, cfg, urls: list, helpers: int, server_pid: int) -> dict:
-    """One round of one partition as a Ray task with `helpers` helper tasks: wall and worker CPU seconds."""
+def _ray_crawl(task, cfg, urls: list, helpers: int, mon) -> dict:
+    """One round of one partition as a Ray task with `helpers` helper tasks: wall seconds, and CPU seconds of every
+    Ray worker process under this one (`mon`, a procs.TreeMonitor: the crawl task and its helpers, idle ones too:
+    their background threads are a cost of the crawl)."""
     import ray
 
-    before = _worker_cpu(server_pid)
+    before = mon.mark().by_role["workers"]
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         res = ray.get(task.remote(cfg.sources[0], cfg, 0, 0, urls, out, out + "/.partial", None, helpers))
         wall = time.perf_counter() - t0
-    after = _worker_cpu(server_pid)
-    cpu = sum(v - before.get(k, 0.0) for k, v in after.items())
+    cpu = mon.mark().by_role["workers"] - before
     return {"pages": res["counts"].get("fetched", 0), "wall": wall, "cpu": cpu, "helped": res["helper_pages"]}
-
-
-def _extraction_task(bodies: list[bytes], n: int) -> float:
-    """extraction_only in a Ray worker: the same kind of process as the crawl task, its background threads
-    included in the CPU time as they are in the crawl's (the whole process's CPU, not one thread's)."""
-    return extraction_only(bodies, n)
 
 
 def bigsite(a) -> None:
@@ -244,10 +218,12 @@ def bigsite(a) -> None:
 
     import ray
 
+    from pipelines.testing.procs import TreeMonitor
+    from pipelines.testing.realtext import html_bodies
     from stages.crawl.config import CrawlConfig
     from stages.crawl.partition import crawl_partition
 
-    bodies = page_bodies()
+    bodies = html_bodies()
     q: mp.Queue = mp.Queue()
     server = mp.Process(target=serve, args=(1, q, bodies), daemon=True)
     server.start()
@@ -257,19 +233,22 @@ def bigsite(a) -> None:
                       per_host_concurrency=16, fetched_at="2026-01-01T00:00:00Z")
     urls = sorted([f"http://127.0.0.2:{port}/p/{i}.html", ""] for i in range(a.pages))
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    mon = TreeMonitor(os.getpid())
     try:
         task = ray.remote(crawl_partition).options(num_cpus=1)
-        extract = ray.remote(_extraction_task).options(num_cpus=1)
+        # extraction_only in a Ray worker: the same kind of process as the crawl task, its background threads
+        # included in the CPU time as they are in the crawl's (the whole process's CPU, not one thread's)
+        extract = ray.remote(extraction_only).options(num_cpus=1)
         bodies_ref = ray.put(bodies)
         ray.get(extract.remote(bodies_ref, 20))
         for helpers in (0, 1):  # warm-up: worker processes started, imports done, as in a long crawl
-            _ray_crawl(task, cfg, urls[:40], helpers, server.pid)
+            _ray_crawl(task, cfg, urls[:40], helpers, mon)
         runs: dict[int, list] = {1: [], 2: []}
         bases = []
         for _ in range(a.repeat):
             bases.append(ray.get(extract.remote(bodies_ref, a.pages)))
             for workers in (1, 2):
-                r = _ray_crawl(task, cfg, urls, workers - 1, server.pid)
+                r = _ray_crawl(task, cfg, urls, workers - 1, mon)
                 runs[workers].append({**r, "eff": r["pages"] / r["cpu"] / bases[-1]})
         print(f"\none host, min_delay 0, {a.pages} pages, 50 ms latency, {a.repeat} repeats; extraction-only in a "
               f"Ray worker {' / '.join(f'{b:.1f}' for b in bases)} pages/CPU-s")
@@ -283,6 +262,7 @@ def bigsite(a) -> None:
         ratio = (best[2]["pages"] / best[2]["wall"]) / (best[1]["pages"] / best[1]["wall"])
         print(f"  2 workers / 1 worker: {ratio:.2f}x pages per wall-second (goal >= 1.7x; CPU goal >= 80%)")
     finally:
+        mon.close()
         ray.shutdown()
         server.terminate()
 
@@ -311,7 +291,9 @@ def main() -> None:
 
 
 def throughput(a) -> None:
-    bodies = page_bodies()
+    from pipelines.testing.realtext import html_bodies
+
+    bodies = html_bodies()
     q: mp.Queue = mp.Queue()
     server = mp.Process(target=serve, args=(a.hosts, q, bodies), daemon=True)
     server.start()

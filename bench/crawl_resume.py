@@ -25,16 +25,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 DRIVER = """
-import json, logging, sys, time
+import json, logging, sys
 import ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
 from stages.crawl.config import CrawlConfig
 from pipelines.testing.helpers import run_stage
 _, out = run_stage("crawl", CrawlConfig.model_validate_json(sys.argv[1]), {}, sys.argv[2], workers=2)
-print(json.dumps({k: o.digest for k, o in out.manifest.outputs.items()}))
+print(json.dumps(out.manifest.digests))
 """
 TICKER = """
-import logging, os, sys, time
+import logging, sys, time
 import ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
 @ray.remote
@@ -49,9 +49,9 @@ time.sleep(600)
 
 def site(pages: int):
     from pipelines.testing.httpsite import SiteServer
-    from pipelines.testing.realtext import html_files
+    from pipelines.testing.realtext import html_bodies
 
-    bodies = [p.read_bytes() for p in html_files() if p.stat().st_size < 64 << 10]
+    bodies = html_bodies()
     routes = {f"/p/{i}.html": (200, {"Content-Type": "text/html; charset=utf-8"}, bodies[i % len(bodies)])
               for i in range(pages)}
     index = "".join(f'<a href="/p/{i}.html">{i}</a>' for i in range(pages))

@@ -7,8 +7,10 @@
     ZHGPT_FAULT=upper.tasks@2:int      the driver sends itself SIGINT (a Ctrl-C) once 2 tasks of upper are done
 
 Several faults are comma-separated. Code marks a point with `fault_point(site, n)`; it does nothing unless the
-variable names that site and count. Ray workers see the variable because the runner passes ZHGPT_* variables
-to them (pipelines/raysetup.py), and the train stage hands it to its workers with the run inputs.
+variable names that site and count. A Ray worker has the variable only if its Ray was started (or joined, see
+pipelines/raysetup.py) after it was set, and keeps it for later tasks; so code that runs in Ray tasks takes the
+driver's value as an argument and calls `adopt` (the crawl's partition tasks; the train stage's workers, with
+their run inputs).
 """
 from __future__ import annotations
 
@@ -30,6 +32,12 @@ def _actions(site: str, n: int) -> list[str]:
         if point == f"{site}@{n}":
             out.append(action or "kill")
     return out
+
+
+def adopt(value: str | None) -> None:
+    """Make the driver's ZHGPT_FAULT this process's own (in a Ray worker, which may hold an earlier task's):
+    `value` None or "" means no fault."""
+    os.environ[ENV] = value or ""
 
 
 def armed(site: str, n: int) -> bool:

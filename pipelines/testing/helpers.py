@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.dataset import DOC_SCHEMA, Manifest, Output, StageData, doc_id, write_manifest, write_parquet
+from pipelines.io import remove_temps
 from pipelines.runner import declared_outputs
 from pipelines.stage import StageContext, StageResult, registry
 
@@ -48,6 +49,7 @@ def run_stage(name: str, cfg: Any, upstream: dict[str, StageData], out_dir: Path
     ctx = StageContext(name=name, cfg=cfg, out_dir=out_dir, upstream=upstream, work_dir=out_dir.parent,
                        workers=workers, tracking_uri="", mlflow_run_id=None, **ctx_kw)
     result = spec.run_fn()(ctx)
+    remove_temps(out_dir)  # as the runner's Store does: writers killed mid-file (a task Ray retried) leave temps
     outs = declared_outputs(spec, out_dir, result)
     m = Manifest(stage=name, cache_key="run" * 16, outputs=outs, config={}, upstream={}, code_version="test",
                  stats=result.stats, extra=result.extra)

@@ -39,6 +39,12 @@ def html_files(pattern: str = "**/*.html") -> list[Path]:
                   if p.is_file() and not p.relative_to(root).as_posix().startswith(QUICKSTART_ONLY))
 
 
+def html_bodies(max_bytes: int = 64 << 10) -> list[bytes]:
+    """The bytes of the sample-site pages (html_files, in its order) smaller than max_bytes: the pages the crawl's
+    tests and benchmarks serve."""
+    return [p.read_bytes() for p in html_files() if p.stat().st_size < max_bytes]
+
+
 @functools.lru_cache(maxsize=4)
 def sample_docs(pattern: str = "**/*.html", limit: int | None = None) -> pa.Table:
     """One document per sample-site HTML page with extractable text, sorted by path (deterministic).

@@ -26,13 +26,11 @@ from stages.crawl.frontier import normalize_url
 from stages.crawl.robots import Robots
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
-ERROR_KINDS = ["http_4xx", "http_5xx", "http_other", "timeout", "connection", "dns", "too_large", "redirect",
-               "retry_after"]
 
 
 class Refused(Exception):
     """A URL the fetcher will not (or can no longer) fetch: fate and reason; for fate `error`, its `kind` (one of
-    ERROR_KINDS: what the stage's summary counts)."""
+    stage.ERROR_WORDS: what the stage's summary counts)."""
 
     def __init__(self, fate: str, reason: str, status: int | None = None, kind: str = ""):
         super().__init__(reason)
@@ -51,7 +49,7 @@ class Fetched:
     body: bytes = b""
     attempts: int = 0
     request_headers: list[tuple[str, str]] = field(default_factory=list)  # as sent (the WARC request record)
-    kind: str = ""  # for fate `error`: one of ERROR_KINDS
+    kind: str = ""  # for fate `error`: one of stage.ERROR_WORDS
 
 
 def read_capped(chunks: list[bytes] | None, encoding: str, cap: int, state: dict) -> bytes:

@@ -135,4 +135,4 @@ def cut(journal: Journal, n: int, out_dir: str, rel: str, warc_info: dict[str, s
               "warc": [warc.close()]}
     return {"shards": {k: [vars(s) for s in v] for k, v in shards.items()},
             "links": [list(kv) for kv in sorted(links.items())], "final_urls": sorted(final_urls),
-            "counts": counts, "ready": {}}
+            "counts": counts}

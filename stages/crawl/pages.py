@@ -34,7 +34,7 @@ class Result:
     doc: dict | None = None
     links: list[str] = field(default_factory=list)
     warc: bytes = b""  # response + request records, gzipped; b"" when nothing was fetched
-    kind: str = ""  # for fate `error`: fetch.ERROR_KINDS
+    kind: str = ""  # for fate `error`: stage.ERROR_WORDS
 
 
 def now_iso(pinned: str | None) -> str:

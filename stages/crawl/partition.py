@@ -28,7 +28,7 @@ from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipelines.faults import ENV as FAULT_ENV, fault_point
+from pipelines.faults import adopt, fault_point
 from pipelines.io import read_json, write_json
 from stages.crawl.fetch import Fetcher
 from stages.crawl.frontier import host_of
@@ -242,16 +242,15 @@ async def _round(src, cfg, info: RoundInfo, items: list[list], journal: Journal,
 def crawl_partition(src, cfg, rnd: int, part: int, items: list[list], out_dir: str, partial: str,
                     ready: dict[str, float] | None = None, helpers: int = 0, faults: str | None = None) -> dict:
     """Ray task: fetch one partition's URLs for one round (resuming from its journal after a kill); write its docs,
-    log and WARC shards. `faults` is the driver's ZHGPT_FAULT (the session's Ray workers may not have it)."""
+    log and WARC shards. `faults` is the driver's ZHGPT_FAULT ("" for none: the session's Ray workers may not have
+    it, or may have an earlier task's); None (a call in-process) keeps this process's own."""
     rel, partial = f"{src.name}-r{rnd:03d}-p{part:03d}", Path(partial)
     marker, journal_dir = partial / "rounds" / f"{rel}.json", partial / "journals" / rel
     if marker.exists():  # finished before a kill: nothing is fetched twice
         shutil.rmtree(journal_dir, ignore_errors=True)
         return read_json(marker)
-    if faults:
-        os.environ[FAULT_ENV] = faults
-    else:
-        os.environ.pop(FAULT_ENV, None)
+    if faults is not None:
+        adopt(faults)
     journal = Journal(journal_dir, items)
     info = RoundInfo(src.name, rnd, cfg.extract, agent_token(cfg.user_agent), cfg.fetched_at)
     try:

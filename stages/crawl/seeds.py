@@ -53,7 +53,7 @@ def run_seeds(ctx, idx: int, src) -> tuple[dict[str, list[ShardInfo]], dict]:
             _log_refused(ctx, src, state, refused)
         helpers = helpers_for(ctx.workers, _cluster_cpus(), len(plan)) if plan else []
         items = [(src, cfg, state.round, p, urls, str(ctx.out_dir), str(partial), _ready_for(state, urls), h,
-                  os.environ.get(FAULT_ENV)) for (p, urls), h in zip(plan.items(), helpers)]
+                  os.environ.get(FAULT_ENV, "")) for (p, urls), h in zip(plan.items(), helpers)]
         urls = sum(len(u) for u in plan.values())
         ctx.log(f"{src.name}: round {state.round}: {urls} URLs in {len(items)} partition(s)"
                 + (f", {sum(helpers)} helper task(s)" if sum(helpers) else ""))

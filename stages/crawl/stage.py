@@ -13,7 +13,7 @@ from pipelines.stats import Stats
 
 FATES = ["fetched", "no_text", "not_text", "not_html", "robots", "blocked", "error", "out_of_scope", "invalid",
          "max_pages", "undecodable", "robots_meta"]
-# The summary's words, in the order a user reads them; errors are told by kind (fetch.ERROR_KINDS).
+# The summary's words, in the order a user reads them; errors are told by kind (ERROR_WORDS, below).
 WORDS = {"fetched": "fetched", "no_text": "no text", "not_text": "not text", "not_html": "not html",
          "undecodable": "undecodable", "robots": "robots", "robots_meta": "robots meta",
          "blocked": "blocked private", "out_of_scope": "out of scope", "invalid": "invalid", "max_pages": "max pages"}
@@ -64,8 +64,6 @@ def why_empty(ctx: StageContext, log_shards: list, counts: dict) -> str:
 
 
 def run(ctx: StageContext) -> StageResult:
-    from pipelines.io import remove_temps
-    from stages.crawl.fetch import ERROR_KINDS
     from stages.crawl.records import REASONS
     from stages.crawl.seeds import run_seeds
     from stages.crawl.sources import run_sources
@@ -90,7 +88,6 @@ def run(ctx: StageContext) -> StageResult:
             outputs[k].extend(v)
         records.add(got.pop("records", {}))
         counts.add(got)
-    remove_temps(ctx.out_dir)  # a writer killed mid-file (a task Ray retried) left its temporary file behind
     docs = sum(s.rows for s in outputs["docs"])
     if any(src.type == "seeds" for src in ctx.cfg.sources):
         said.insert(0, summary(counts, docs))
@@ -103,7 +100,7 @@ def run(ctx: StageContext) -> StageResult:
         outputs["log"] = outputs["log"] or [empty_log]
     stats = {f"urls_{k}": float(v) for k, v in sorted(counts.items()) if k != "errors"}
     stats.update({f"records_{k}": float(v) for k, v in sorted(records.items())})
-    stats.update({f"urls_error_{k}": float(counts.get("errors", {}).get(k, 0)) for k in ERROR_KINDS})
+    stats.update({f"urls_error_{k}": float(counts.get("errors", {}).get(k, 0)) for k in ERROR_WORDS})
     stats.update(docs=float(docs), log_rows=float(sum(s.rows for s in outputs["log"])),
                  warc_bytes=float(sum(s.bytes for s in outputs["warc"])), sources=float(len(ctx.cfg.sources)))
     return StageResult(outputs=outputs, stats=stats, extra=extra)

@@ -10,7 +10,6 @@ to return, while result.checkpoint still names that checkpoint.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.faults import ENV as FAULT_ENV, armed, fault_point
+from pipelines.faults import adopt, armed, fault_point
 from stages.train.sections import CheckpointConfig
 from stages.train.trainer import RunInputs, Trainer
 
@@ -96,7 +95,7 @@ def train_loop_per_worker(config: dict) -> None:
     from stages.train.metrics import MetricLog
 
     cfg, inputs = config["cfg"], RunInputs(**config["inputs"])
-    os.environ[FAULT_ENV] = inputs.fault or ""  # Ray Train V2 passes workers no environment
+    adopt(inputs.fault)  # Ray Train V2 passes workers no environment
     ctx = ray.train.get_context()
     device = ray.train.torch.get_device() if torch.cuda.is_available() else "cpu"
     t = Trainer(cfg, inputs, ctx.get_world_rank(), ctx.get_world_size(), device)

@@ -17,7 +17,7 @@ import pytest
 
 from pipelines.testing.helpers import run_stage
 from pipelines.testing.httpsite import SiteServer
-from pipelines.testing.realtext import html_files
+from pipelines.testing.realtext import html_bodies
 from stages.crawl.config import CrawlConfig
 from stages.crawl.partition import max_in_flight
 from tests.stages.test_crawl_http import crawl_cfg
@@ -28,7 +28,7 @@ PAGES = 48
 @pytest.fixture(scope="module")
 def big_site():
     """An index linking PAGES real sample-site pages (under 64 KB, as the bench serves), one host."""
-    bodies = [p.read_bytes() for p in html_files() if p.stat().st_size < 64 << 10][:PAGES]
+    bodies = html_bodies()[:PAGES]
     index = "".join(f'<a href="/p/{i}.html">第{i}页</a>' for i in range(len(bodies)))
     routes = {f"/p/{i}.html": (200, {"Content-Type": "text/html; charset=utf-8"}, b) for i, b in enumerate(bodies)}
     routes["/"] = (200, {"Content-Type": "text/html; charset=utf-8"},
@@ -43,10 +43,6 @@ def big_cfg(site, **kw) -> CrawlConfig:
                      concurrency=4, per_host_concurrency=2, **kw)
 
 
-def digests(out) -> dict:
-    return {k: o.digest for k, o in out.manifest.outputs.items()}
-
-
 def helper_pages(out_dir) -> int:
     return sum(json.loads(p.read_text())["helper_pages"] for p in out_dir.glob(".partial/t/rounds/*.json"))
 
@@ -55,12 +51,12 @@ def helper_pages(out_dir) -> int:
 def one_worker(big_site, ray_session, tmp_path_factory):
     _, out = run_stage("crawl", big_cfg(big_site), {}, tmp_path_factory.mktemp("w1") / "crawl", workers=1)
     assert out.manifest.outputs["docs"].rows == PAGES + 1 and helper_pages(out.dir) == 0
-    return digests(out)
+    return out.manifest.digests
 
 
 def test_two_workers_share_one_host_and_give_the_same_outputs(big_site, one_worker, ray_session, tmp_path):
     _, out = run_stage("crawl", big_cfg(big_site), {}, tmp_path / "crawl", workers=2)
-    assert digests(out) == one_worker
+    assert out.manifest.digests == one_worker
     assert helper_pages(out.dir) > 0  # the second worker processed pages of the one host
     assert not list(out.dir.glob(".partial/t/journals/*"))  # each round's journal is gone once its shards are cut
 
@@ -76,7 +72,7 @@ def test_kill_mid_round_resumes_with_few_refetches(big_site, one_worker, ray_ses
     cfg = big_cfg(big_site, checkpoint_pages=5, checkpoint_seconds=3600)
     _, out = run_stage("crawl", cfg, {}, tmp_path / "crawl", workers=2)
     assert (out.dir / ".partial/t/crawl.pages.fault").exists(), "the kill did not happen"
-    assert digests(out) == one_worker  # the outputs are those of an uninterrupted crawl
+    assert out.manifest.digests == one_worker  # the outputs are those of an uninterrupted crawl
     refetched = sum(len(ts) - 1 for path, ts in big_site.hits.items() if path.startswith("/p/"))
     bound = 3 + max_in_flight(cfg, hosts=1, helpers=1)
     assert 3 <= refetched <= bound, f"{refetched} pages fetched twice; at most {bound} expected"
